@@ -64,7 +64,8 @@ class Problem:
         if self.subject is not None:
             where.append(f"subject {self.subject}")
         loc = ", ".join(where)
-        return f"[{self.severity}] {loc}: {self.message}" if loc else f"[{self.severity}] {self.message}"
+        head = f"[{self.severity}] {loc}: " if loc else f"[{self.severity}] "
+        return head + self.message
 
 
 class DatasetError(CKModelError, ValueError):
