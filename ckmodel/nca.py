@@ -221,6 +221,7 @@ def nca(
     if analytes is not None:
         wanted = [analytes] if isinstance(analytes, str) else list(analytes)
         keep &= analyte.isin(wanted).to_numpy()
+    keep &= obs["ID"].notna().to_numpy() & analyte.notna().to_numpy()
     obs, analyte = obs.loc[keep], analyte.loc[keep]
 
     time = obs["TIME"].to_numpy(dtype=float, na_value=np.nan)
@@ -232,6 +233,20 @@ def nca(
             Problem(f"analyte {a}: more than one record at TIME {t:g}", subject=str(i),
                     column="TIME", rule="nca-duplicate-time")
             for i, a, t in first.itertuples(index=False)
+        ])  # fmt: skip
+
+    def column(name: str) -> np.ndarray:
+        if name not in obs.columns:
+            return np.full(len(obs), np.nan)
+        return obs[name].to_numpy(dtype=float, na_value=np.nan)
+
+    dv, blq = column("DV"), _flag(obs, "BLQ")
+    negative = (dv < 0) & ~blq
+    if negative.any():
+        raise DatasetError([
+            Problem(f"analyte {a}: negative DV at TIME {t:g} without BLQ=1", subject=str(i),
+                    column="DV", rule="nca-negative-dv")
+            for i, a, t in frame[negative].itertuples(index=False)
         ])  # fmt: skip
 
     id_code, id_uniq = pd.factorize(frame["ID"])
@@ -247,20 +262,14 @@ def nca(
         out[row[order], slot] = values[order]
         return out
 
-    def column(name: str) -> np.ndarray:
-        if name not in obs.columns:
-            return np.full(len(obs), np.nan)
-        return obs[name].to_numpy(dtype=float, na_value=np.nan)
-
     res = nca_kernel(
-        pad(time), pad(column("DV")), pad(_flag(obs, "BLQ").astype(float)), pad(column("LLOQ")),
+        pad(time), pad(dv), pad(blq.astype(float)), pad(column("LLOQ")),
         auc_method=auc_method, windows=wins, blq_rule=blq_rule, add_zero=add_zero,
         min_points_lambda_z=min_points_lambda_z, r2adj_tolerance=r2adj_tolerance,
     )  # fmt: skip
     n_an = max(len(an_uniq), 1)
     table = pd.DataFrame({
-        "ID": np.asarray(id_uniq)[prof // n_an] if len(prof) else obs["ID"].to_numpy()[:0],
-        "ANALYTE": np.asarray(an_uniq)[prof % n_an] if len(prof) else analyte.to_numpy()[:0],
+        "ID": pd.Index(id_uniq).take(prof // n_an), "ANALYTE": pd.Index(an_uniq).take(prof % n_an)
     })  # fmt: skip
     for name in (*NCA_COLUMNS, *(window_name(a, b) for a, b in wins)):
         table[name] = res[name]
