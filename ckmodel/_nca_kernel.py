@@ -81,7 +81,7 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
     Returns ``(t, c, k)``: sorted kept times and concentrations (NaN padding on the right) and
     the number of kept records per profile.
     """
-    present = np.isfinite(time)
+    present = np.isfinite(time) & (time >= 0)  # the NCA interval is [0, inf)
     negative = present & ~blq & (conc < 0)
     if negative.any():
         rows = np.unique(np.nonzero(negative)[0])
@@ -123,7 +123,7 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
 
     need_zero = np.zeros(n, dtype=bool)
     if add_zero:
-        need_zero = ~(keep & (time <= 0)).any(axis=1)
+        need_zero = ~(keep & (time == 0)).any(axis=1)
     time = np.concatenate([time, np.zeros((n, 1))], axis=1)
     c = np.concatenate([c, np.zeros((n, 1))], axis=1)
     keep = np.concatenate([keep, need_zero[:, None]], axis=1)

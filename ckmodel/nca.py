@@ -24,9 +24,11 @@ BLQ (``blq_rule``, like PKNCA's ``conc.blq``)
     - a mapping ``{"first": ..., "middle": ..., "last": ...}``; PKNCA's own default is
       ``{"first": "zero", "middle": "drop", "last": "zero"}``.
 Time zero
-    CAR-T profiles start at the infusion with no cells in the sample. With ``add_zero=True`` a
-    point (0, 0) is added when no record at ``TIME <= 0`` remains after the BLQ rule. Records at
-    negative times (pre-infusion) are kept; AUCs integrate from the first time point.
+    TIME is time since infusion (dose) and the NCA interval is [0, inf), as PKNCA's default
+    single-dose interval: pre-infusion records (``TIME < 0``) are ignored. CAR-T profiles start
+    at the infusion with no cells in the sample, so with ``add_zero=True`` a point (0, 0) is
+    added when no record at ``TIME == 0`` (i.e. at ``TIME <= 0``) remains after the BLQ rule. AUCs
+    integrate from the first remaining time point.
 AUC
     ``"lin-up/log-down"``: log trapezoid ``dt (C1 - C2) / ln(C1 / C2)`` when ``C1 > C2 > 0``,
     linear trapezoid otherwise (also when equal). ``"linear"``: linear trapezoid throughout.
@@ -177,7 +179,8 @@ def nca(
         Handling of BLQ records: ``"first-zero-rest-drop"`` (default), ``"all-zero"``,
         ``"drop"``, ``"lloq-half"`` or a ``{"first", "middle", "last"}`` mapping of actions.
     add_zero : bool
-        Add a (0, 0) point when no record at ``TIME <= 0`` remains (default True).
+        Add a (0, 0) point when no record at ``TIME == 0`` remains (default True); records at
+        ``TIME < 0`` (pre-infusion) are always ignored.
     exclude_after_hsct : bool
         Drop records flagged ``AFTER_HSCT`` (default True). ``MDV == 1`` records are always
         dropped.
@@ -194,6 +197,15 @@ def nca(
         AUCLST + CLST / LAMZ), LAMZ (1 / TIME unit), LAMZHL (TIME unit), LAMZNPT (points, float),
         R2ADJ, LAMZLL and LAMZUL (first and last time of the terminal fit), then one
         ``AUC{a}_{b}`` column per window (DV unit x TIME unit). Options are in ``.attrs["nca"]``.
+
+    Notes
+    -----
+    The full rules are in the :mod:`ckmodel.nca` module docstring. In short: MDV=1 and (by
+    default) after-HSCT records are excluded; leading BLQ -> 0, later BLQ dropped; lambda_z from
+    the best adjusted R^2 (ties within ``r2adj_tolerance`` -> most points) on points after TMAX;
+    a partial AUC past TLST is extrapolated with LAMZ (NaN when LAMZ is NaN), as PKNCA's
+    ``aucint.inf.obs``; a profile without any quantifiable value has CMAX = CLST = 0, AUCs 0,
+    TMAX and TLST NaN (as PKNCA).
 
     Examples
     --------

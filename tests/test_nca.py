@@ -213,6 +213,14 @@ def test_sample_at_time_zero_suppresses_implicit_zero():
     assert r.AUCLST == approx(lin_trap(0, 2, 10, 40) + log_trap(2, 4, 40, 20))
 
 
+def test_pre_infusion_records_are_ignored():
+    base = one([1.0, 2, 4, 8], [40.0, 20, 10, 5])
+    for c_pre, b_pre in ((np.nan, 1), (30.0, 0)):
+        r = one([-7.0, 1, 2, 4, 8], [c_pre, 40.0, 20, 10, 5], [b_pre, 0, 0, 0, 0])
+        pd.testing.assert_series_equal(r, base)
+    assert base.AUC0_28 == approx(base.AUCIFO - 5 / base.LAMZ * math.exp(-base.LAMZ * 20))
+
+
 def test_trailing_blq_dropped_by_default():
     t, c, b = [0.0, 1, 2, 4, 8, 16], [0.0, 40, 20, 10, 5, np.nan], [0, 0, 0, 0, 0, 1]
     with_trailing = one(t, c, b)
