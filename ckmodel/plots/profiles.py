@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["plot_profiles", "plot_profiles_by_subject"]
 
 GREY = "0.6"
+# tab10 without its grey (C7), which is reserved for records after HSCT
+PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
 
 
 def _pyplot():
@@ -203,7 +205,7 @@ def plot_profiles(
     """
     rec = _records(data, analyte)
     subjects = list(pd.unique(rec["ID"]))
-    colour = {s: f"C{i % 10}" for i, s in enumerate(subjects)}
+    colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(subjects)}
     if by is None:
         rec = rec.assign(_G="")
     else:
@@ -272,7 +274,7 @@ def plot_profiles_by_subject(
     subjects = list(pd.unique(rec["ID"]))
     shown = subjects[: max(int(max_subjects), 1)]
     analytes = list(pd.unique(rec["ANALYTE"]))
-    colour = {an: f"C{i % 10}" for i, an in enumerate(analytes)}
+    colour = {an: PALETTE[i % len(PALETTE)] for i, an in enumerate(analytes)}
     fig, axes = _grid(len(shown), ncols, None, panel_size=(3.0, 2.4))
     for sid, a in zip(shown, axes, strict=True):
         sub = rec[(rec["ID"] == sid).to_numpy()]
