@@ -162,3 +162,12 @@ def test_lazy_import_and_headless_backend(tmp_path):
     if before == "False":  # importing ckmodel.plots alone must not pull in matplotlib
         assert after_import == "False"
     assert backend == "agg"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import ckmodel.plots.profiles as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
