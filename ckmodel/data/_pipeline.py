@@ -99,7 +99,7 @@ def process(
     single = _single(analytes) if S.ANALYTE not in ck.frame else None
     if single is not None:
         evid = ck.frame[S.EVID].to_numpy() if S.EVID in ck.frame else np.zeros(len(ck.frame))
-        ck.frame[S.ANALYTE] = pd.Series(np.where(evid == 0, single, None), dtype=object)
+        ck.frame[S.ANALYTE] = pd.Series(np.where(evid == 0, single, None), dtype="str")
         ck.present = ck.present | {S.ANALYTE}
     subjects = tuple(str(x) for x in pd.unique(ck.frame[S.ID].dropna())) \
         if S.ID in ck.frame else ()
@@ -178,7 +178,8 @@ def assemble(ctx: CheckContext, outcomes: Table | None, subjects: tuple[str, ...
         of = outcomes.frame.drop(columns=ROW)
         of.index = pd.Index(of.pop(S.ID).to_numpy(), dtype="str", name=S.ID)
         out = _text_to_str(of)
-    present = [a for a in registry if a in set(obs[S.ANALYTE])]
+    seen = set(obs[S.ANALYTE].unique())
+    present = [a for a in registry if a in seen]
     units = tuple((a, registry[a].unit) for a in present)
     hs = hsct[hsct.index.isin(list(subjects))].astype(float) if len(hsct) else hsct
     hs.index = pd.Index([str(i) for i in hs.index], dtype="str", name=S.ID)

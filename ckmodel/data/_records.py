@@ -96,10 +96,18 @@ def text_missing(s: pd.Series) -> np.ndarray:
     """Cells that mean missing: NaN/None or a missing token (``.`` or empty)."""
     if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
         return s.isna().to_numpy()
-    st = s.astype(object)
-    na = st.isna().to_numpy()
-    txt = st.where(~na, "").astype(str).str.strip()
-    return na | txt.isin(S.MISSING_TOKENS).to_numpy()
+    na = s.isna().to_numpy()
+    txt = _as_str(s).str.strip()
+    return na | txt.isin(S.MISSING_TOKENS).to_numpy(dtype=bool, na_value=True)
+
+
+def _as_str(s: pd.Series) -> pd.Series:
+    """Text view of a column (pandas string dtype; missing stays missing)."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s
+    if s.dtype == object and s.map(type).isin((float, np.float64)).any():
+        s = s.map(_text_cell)  # from frames: render integral floats (IDs 1.0) as "1"
+    return s.astype("str")
 
 
 def to_number(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -120,11 +128,9 @@ def to_number(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         vals = np.where(bad, np.nan, vals)
         return vals, bad
     missing = text_missing(s)
-    st = s.astype(object).where(~missing, None)
-    st = st.map(lambda x: x.strip() if isinstance(x, str) else x)
+    st = _as_str(s).str.strip().where(~missing)
     try:
-        num = pd.to_numeric(st, errors="coerce")
-        vals = np.asarray(num, dtype=float)
+        vals = pd.to_numeric(st, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     except (TypeError, ValueError, OverflowError):
         vals = np.array([_safe_float(x) for x in st], dtype=float)
     bad = ~missing & ~np.isfinite(vals)
@@ -140,11 +146,12 @@ def _safe_float(x: object) -> float:
 
 
 def to_text(s: pd.Series) -> pd.Series:
-    """Strip text cells; missing tokens become None (object dtype)."""
+    """Stripped text (pandas ``str`` dtype); missing tokens become missing (NaN)."""
     missing = text_missing(s)
-    out = s.astype(object).map(_text_cell)
-    out[missing] = None
-    return out
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        s = s.astype(object).map(_text_cell)
+    out = _as_str(s).str.strip()
+    return out.where(~missing)
 
 
 def _text_cell(x: object) -> object:
@@ -169,7 +176,7 @@ def to_covariate(s: pd.Series) -> pd.Series:
     if bad.any():
         return to_text(s)
     if not pd.api.types.is_numeric_dtype(s):
-        txt = s.astype(object)[present].astype(str).str.strip()
+        txt = _as_str(s)[present].str.strip()
         if txt.str.match(_LEADING_ZERO).any():
             return to_text(s)
     if present.all() and present.any() and np.all(vals == np.round(vals)) \

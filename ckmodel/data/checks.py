@@ -197,7 +197,8 @@ def blq_lloq(ctx: CheckContext) -> list[Problem]:
     out = t.problems(obs & (blq == 1) & t.missing(S.LLOQ), "blq_without_lloq",
                      "BLQ=1 but LLOQ is missing; give the record's lower limit of quantification "
                      "(same unit as DV) in column LLOQ", column=S.LLOQ)
-    out += t.problems(lloq <= 0, "lloq_not_positive", "LLOQ={value} must be > 0",
+    out += t.problems(lloq <= 0, "lloq_not_positive", "LLOQ={value} must be > 0 (same unit as DV); "
+                      "give the assay's limit or leave the cell empty",
                       column=S.LLOQ, values={"value": S.LLOQ})
     live = obs & (ctx.num(S.MDV, 0.0) != 1) & (lloq > 0)
     out += t.problems(live & (blq == 1) & (dv >= lloq), "blq_above_lloq",
@@ -241,7 +242,7 @@ def no_dose(ctx: CheckContext) -> list[Problem]:
     if S.ID not in f:
         return []
     obs, dose = _is_obs(ctx), _is_dose(ctx)
-    dosed = set(f.loc[dose, S.ID].dropna())
+    dosed = list(f.loc[dose, S.ID].dropna().unique())
     first = f.loc[obs & f[S.ID].notna().to_numpy()].drop_duplicates(S.ID)
     mask = np.zeros(len(f), dtype=bool)
     mask[first.index[~first[S.ID].isin(dosed)]] = True

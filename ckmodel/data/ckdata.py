@@ -14,6 +14,7 @@ import pandas as pd
 from ckmodel.data import _export as E
 from ckmodel.data import _pipeline as P
 from ckmodel.data import schema as S
+from ckmodel.data._records import to_text
 from ckmodel.errors import Problem
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class CKData:
             cov = cov.copy()
             cov.index = [str(int(i)) if isinstance(i, float) and i.is_integer() else str(i)
                          for i in cov.index]
-            ids = P.to_text(raw[S.ID]) if S.ID in raw else pd.Series(dtype=object)
+            ids = to_text(raw[S.ID]) if S.ID in raw else pd.Series(dtype=object)
             for c in cov.columns:
                 if c in raw.columns:
                     pre.append(Problem(f"covariate {c} is given both in covariates and in the "

@@ -17,6 +17,7 @@ File conventions
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -57,8 +58,48 @@ def _read_text(path: PathLike) -> tuple[str, str]:
                            "save it as UTF-8 CSV", file=file) from exc
 
 
+def _strip(s: pd.Series) -> pd.Series:
+    return s.str.strip()
+
+
 def _split_fields(line: str) -> list[str]:
     return next(csv.reader([line]), [])
+
+
+def _fast_columns(data: list[str], n: int) -> list | None:
+    """Columns via pandas' C parser when every line is plain (no quotes, n cells), else None."""
+    if not data or any('"' in line for line in data) or \
+            any(line.count(",") != n - 1 for line in data):
+        return None
+    df = pd.read_csv(io.StringIO("\n".join(data)), header=None, names=range(n), dtype=str,
+                     na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False,
+                     engine="c")
+    if len(df) != len(data):
+        return None
+    return [df[j].reset_index(drop=True) for j in range(n)]
+
+
+def _csv_columns(data: list[str], names: list[str], lines: np.ndarray, file: str | None,
+                 problems: list[Problem]) -> list:
+    """Columns via the csv module; ragged lines are reported, padded or cut (data kept)."""
+    try:
+        records = list(csv.reader(data))
+    except csv.Error as exc:
+        raise DatasetError(f"the file is not readable as CSV: {exc}", file=file) from exc
+    if len(records) != len(lines):  # a quoted field spanning lines; csv joined them
+        raise DatasetError("a quoted cell spans several lines (unbalanced quote \"); each "
+                           "record must be on one line", file=file)
+    n = len(names)
+    lens = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+    for i in np.flatnonzero(lens != n):
+        rec = records[i]
+        if len(rec) < n or any(c.strip() for c in rec[n:]):
+            problems.append(Problem(
+                f"line has {len(rec)} cells but the header has {n}; check for a missing or "
+                "extra comma (text with commas must be quoted)", file=file, row=int(lines[i]),
+                rule="ragged_line"))
+        records[i] = (rec + [""] * n)[:n]
+    return list(zip(*records, strict=True)) if records else [()] * n
 
 
 def parse_csv(
@@ -70,7 +111,7 @@ def parse_csv(
     Returns
     -------
     raw : pandas.DataFrame
-        Object columns of stripped strings.
+        Text columns (pandas ``str`` dtype) of stripped cells.
     lines : numpy.ndarray
         1-based physical line of each record.
     header : tuple of str
@@ -80,7 +121,7 @@ def parse_csv(
     problems : list of Problem
         Header problems and ragged lines.
     """
-    physical = _LINE_SPLIT.split(text)
+    physical = text.split("\n") if "\r" not in text else _LINE_SPLIT.split(text)
     header_i = None
     data_idx: list[int] = []
     for i, line in enumerate(physical):
@@ -89,8 +130,11 @@ def parse_csv(
             continue
         if header_i is None:
             if s[0] in "#@":
-                names, _ = S.standardize_header(_split_fields(s[1:]), column_map,
-                                                standard=standard)
+                try:
+                    names, _ = S.standardize_header(_split_fields(s[1:]), column_map,
+                                                    standard=standard)
+                except csv.Error:
+                    names = []
                 if S.ID not in names:
                     continue
             header_i = i
@@ -102,31 +146,17 @@ def parse_csv(
                            file=file)
     hline = physical[header_i].strip()
     try:
-        header = _split_fields(hline[1:] if hline[0] in "#@" else hline)
-        records = list(csv.reader([physical[i] for i in data_idx]))
+        header = [h.strip() for h in _split_fields(hline[1:] if hline[0] in "#@" else hline)]
     except csv.Error as exc:
-        raise DatasetError(f"the file is not readable as CSV: {exc}", file=file) from exc
-    header = [h.strip() for h in header]
+        raise DatasetError(f"the header is not readable as CSV: {exc}", file=file) from exc
     names, problems = S.standardize_header(header, column_map, standard=standard, file=file,
                                            line=header_i + 1)
     lines = np.asarray(data_idx, dtype=np.int64) + 1
-    if len(records) != len(lines):  # a quoted field spanning lines; csv joined them
-        raise DatasetError("a quoted cell spans several lines (unbalanced quote \"); each "
-                           "record must be on one line", file=file)
-    n = len(names)
-    cols: list[list[str]] = [[] for _ in range(n)]
-    for rec, line in zip(records, lines, strict=True):
-        if len(rec) != n:
-            extra = [c for c in rec[n:] if c.strip()]
-            if len(rec) < n or extra:
-                problems.append(Problem(
-                    f"line has {len(rec)} cells but the header has {n}; check for a missing or "
-                    "extra comma (text with commas must be quoted)", file=file, row=int(line),
-                    rule="ragged_line"))
-            rec = (rec + [""] * n)[:n]
-        for j in range(n):
-            cols[j].append(rec[j])
-    raw = pd.DataFrame({name: pd.Series(c, dtype=object).str.strip()
+    data = [physical[i] for i in data_idx]
+    cols = _fast_columns(data, len(names))
+    if cols is None:
+        cols = _csv_columns(data, names, lines, file, problems)
+    raw = pd.DataFrame({name: _strip(pd.Series(c, dtype="str", index=range(len(lines))))
                         for name, c in zip(names, cols, strict=True)},
                        index=pd.RangeIndex(len(lines)))
     return raw, lines, tuple(header), header_i + 1, problems
