@@ -137,8 +137,8 @@ def simulate(
 ) -> xr.Dataset:
     """Simulate virtual patients from a model's typical values and random effects.
 
-    Main parameters
-    ---------------
+    Parameters
+    ----------
     model : str or ModelSpec
         Catalog name, path to a TOML file, or a loaded spec.
     n : int

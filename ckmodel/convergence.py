@@ -1,0 +1,99 @@
+"""Sampler diagnostics summarised in one table and one loud warning."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ckmodel._arviz import az
+from ckmodel.errors import ConvergenceWarning
+
+__all__ = ["convergence_table", "check_convergence", "RHAT_MAX", "ESS_MIN"]
+
+#: R-hat above this flags a parameter (Vehtari et al. 2021).
+RHAT_MAX = 1.01
+#: Bulk or tail ESS below this flags a parameter (100 per chain for 4 chains).
+ESS_MIN = 400
+
+
+def convergence_table(idata: Any, var_names: list[str] | None = None) -> pd.DataFrame:
+    """R-hat and bulk/tail ESS of every scalar in ``var_names`` (default: population-level)."""
+    post = idata.posterior
+    if var_names is None:
+        var_names = [v for v in post.data_vars
+                     if not set(post[v].dims) & {"subject"} and not v.startswith("chol")]
+    n_chains = post.sizes.get("chain", 1)
+    n_draws = post.sizes.get("draw", 1)
+    if n_chains * n_draws < 8:
+        return pd.DataFrame(columns=["r_hat", "ess_bulk", "ess_tail"])
+    summ = az.summary(idata, var_names=var_names, kind="diagnostics")
+    return summ[["r_hat", "ess_bulk", "ess_tail"]]
+
+
+def _sample_stat(idata: Any, names: tuple[str, ...]) -> Any:
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None:
+        return None
+    for n in names:
+        if n in stats:
+            return stats[n]
+    return None
+
+
+def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
+                      ess_min: float = ESS_MIN, rhat_max: float = RHAT_MAX) -> dict[str, Any]:
+    """Summarise divergences, tree depth, R-hat and ESS; warn once if anything is off.
+
+    Returns
+    -------
+    dict
+        ``divergences`` (total), ``divergences_per_chain``, ``treedepth_hits``,
+        ``mean_tree_depth``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``flagged``
+        (parameters with R-hat > 1.01 or ESS < 400) and ``ok``.
+    """
+    out: dict[str, Any] = {}
+    div = _sample_stat(idata, ("diverging",))
+    if div is not None:
+        per_chain = div.sum("draw").values.astype(int)
+        out["divergences"] = int(per_chain.sum())
+        out["divergences_per_chain"] = per_chain.tolist()
+    depth = _sample_stat(idata, ("tree_depth", "depth"))
+    if depth is not None:
+        out["mean_tree_depth"] = float(depth.mean())
+        out["treedepth_hits"] = int((depth >= max_treedepth).sum())
+    steps = _sample_stat(idata, ("n_steps", "tree_size"))
+    if steps is not None:
+        out["mean_leapfrog_steps"] = float(steps.mean())
+    table = convergence_table(idata)
+    flagged = []
+    if len(table):
+        out["max_rhat"] = float(np.nanmax(table["r_hat"]))
+        out["min_ess_bulk"] = float(np.nanmin(table["ess_bulk"]))
+        out["min_ess_tail"] = float(np.nanmin(table["ess_tail"]))
+        bad = table[(table["r_hat"] > rhat_max) | (table["ess_bulk"] < ess_min)
+                    | (table["ess_tail"] < ess_min)]
+        flagged = list(bad.index)
+    out["flagged"] = flagged
+    problems = []
+    if out.get("divergences", 0) > 0:
+        problems.append(f"{out['divergences']} divergent transition(s) (per chain: "
+                        f"{out['divergences_per_chain']}): raise target_accept (e.g. 0.95), "
+                        "use centred effects for data-rich parameters, or tighten priors")
+    if out.get("treedepth_hits", 0) > 0:
+        problems.append(f"{out['treedepth_hits']} draw(s) hit the maximum tree depth "
+                        f"{max_treedepth}: reparametrise or give more informative priors")
+    if flagged:
+        problems.append(f"{len(flagged)} parameter(s) with R-hat > {rhat_max} or ESS < "
+                        f"{ess_min:g} (max R-hat {out['max_rhat']:.3f}, min bulk ESS "
+                        f"{out['min_ess_bulk']:.0f}): {', '.join(flagged[:8])}"
+                        f"{' ...' if len(flagged) > 8 else ''}; run longer (more draws/tune) "
+                        "or more chains")
+    out["ok"] = not problems
+    if problems and warn:
+        warnings.warn("Sampler diagnostics need attention:\n  - " + "\n  - ".join(problems)
+                      + "\nSee Fit.diagnostics() for the full table.", ConvergenceWarning,
+                      stacklevel=3)
+    return out

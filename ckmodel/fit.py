@@ -1,0 +1,206 @@
+"""Fit a CK model hierarchically to data: ``fit(data, model, sampler=...) -> Fit``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ckmodel._arviz import az
+from ckmodel.convergence import check_convergence
+from ckmodel.fitted import Fit, package_versions
+from ckmodel.population.covariates import CovariateEffect, parse_covariates
+from ckmodel.population.model import PopulationOptions, build_model, obs_dim
+from ckmodel.population.prepare import PopulationData, prepare
+from ckmodel.spec.model import ModelSpec
+from ckmodel.spec.parse import load_model
+
+__all__ = ["fit", "SAMPLERS"]
+
+log = logging.getLogger(__name__)
+
+#: Samplers behind ``fit(sampler=...)``.
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "advi", "map")
+
+
+def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, seed: int,
+            target_accept: float, progressbar: bool, cores: int | None) -> Any:
+    import pymc as pm
+
+    if sampler == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
+                             cores=cores, progress_bar=progressbar, save_warmup=False,
+                             target_accept=target_accept)
+    with model:
+        if sampler == "pymc":
+            return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                             random_seed=seed, target_accept=target_accept,
+                             progressbar=progressbar, compute_convergence_checks=False)
+        if sampler in ("numpyro", "blackjax"):
+            try:
+                import jax  # noqa: F401
+            except ImportError:
+                raise ImportError(f"sampler='{sampler}' needs JAX: pip install "
+                                  "'ckmodel[jax]'") from None
+            return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
+                             nuts_sampler=sampler, target_accept=target_accept,
+                             progressbar=progressbar, compute_convergence_checks=False,
+                             nuts_sampler_kwargs={"chain_method": "sequential"})
+        if sampler == "advi":
+            approx = pm.fit(n=max(10 * tune, 5000), method="advi", random_seed=seed,
+                            progressbar=progressbar)
+            return approx.sample(draws * chains, random_seed=seed)
+        if sampler == "map":
+            point = pm.find_MAP(progressbar=progressbar, seed=seed)
+            post = {k: np.asarray(v)[None, None, ...] for k, v in point.items()
+                    if k in {v.name for v in model.unobserved_value_vars}}
+            return az.from_dict(posterior=post, dims=_dims(model), coords=_coords(model))
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+
+
+def _dims(model: Any) -> dict[str, list[str]]:
+    return {k: list(v) for k, v in model.named_vars_to_dims.items()}
+
+
+def _coords(model: Any) -> dict[str, Any]:
+    return {k: list(v) for k, v in model.coords.items() if v is not None}
+
+
+def _constant_data(pdata: PopulationData) -> xr.Dataset:
+    out = {}
+    for a_i, a in enumerate(pdata.analytes):
+        sel = pdata.analyte_index == a_i
+        dim = obs_dim(a)
+        coords = {dim: pdata.row[sel]}
+        out[f"subject_{a}"] = xr.DataArray(np.asarray(pdata.subjects)[pdata.subject_index[sel]],
+                                           dims=dim, coords=coords)
+        out[f"time_{a}"] = xr.DataArray(pdata.time[sel], dims=dim, coords=coords)
+        out[f"blq_{a}"] = xr.DataArray(pdata.blq[sel].astype(np.int8), dims=dim, coords=coords)
+        out[f"lloq_{a}"] = xr.DataArray(pdata.lloq[sel], dims=dim, coords=coords)
+    return xr.Dataset(out)
+
+
+def fit(
+    data: Any,
+    model: str | ModelSpec = "expansion_biphasic",
+    *,
+    sampler: str = "nutpie",
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 4,
+    seed: int = 1,
+    covariates: Sequence[str | CovariateEffect] = (),
+    analytes: Sequence[str] | None = None,
+    options: PopulationOptions | None = None,
+    target_accept: float = 0.9,
+    cores: int | None = None,
+    posterior_predictive: bool = True,
+    log_likelihood: bool = True,
+    progressbar: bool = True,
+) -> Fit:
+    """Fit ``model`` hierarchically to ``data`` with PyMC.
+
+    Parameters
+    ----------
+    data : CKData
+        Checked CK data (:func:`ckmodel.data.read_ck`).
+    model : str, path or ModelSpec
+        Catalog name, TOML file, or spec (default ``expansion_biphasic``).
+    sampler : {"nutpie", "pymc", "numpyro", "blackjax", "advi", "map"}
+        NUTS through nutpie (numba; default), PyMC, numpyro or blackjax (JAX; needs the
+        ``jax`` extra); ADVI or MAP for quick looks.
+    draws, tune, chains : int
+        Posterior draws and tuning steps per chain, number of chains.
+    seed : int
+        Random seed (sampler, posterior predictive); stored with the fit.
+
+    Other Parameters
+    ----------------
+    covariates : sequence of str
+        Covariate effects, e.g. ``["rho ~ log(DOSE)"]`` (see
+        :mod:`ckmodel.population.covariates`).
+    analytes : sequence of str, optional
+        Analytes to fit (default: every data analyte the model predicts).
+    options : PopulationOptions, optional
+        Centred/correlated effects, error-model overrides, BLQ method (M3/M1), fixed parameters.
+    target_accept : float
+        NUTS target acceptance rate.
+    cores : int, optional
+        Chains run in parallel (default: all cores).
+    posterior_predictive, log_likelihood : bool
+        Add these groups (needed for VPCs and LOO).
+    progressbar : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Fit
+        Posterior and metadata; ``Fit.save(path)`` writes it.
+    """
+    spec = load_model(model)
+    opts = options or PopulationOptions()
+    effects = parse_covariates(covariates)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    pdata = prepare(data, spec, analytes=analytes, blq_method=opts.blq_method,
+                    extra_covariates=[e.covariate for e in effects])
+    log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
+             pdata.n_subjects, ", ".join(pdata.analytes), sampler)
+    pm_model = build_model(spec, pdata, covariates=effects, options=opts)
+    t0 = time.perf_counter()
+    idata = _sample(pm_model, sampler, draws=draws, tune=tune, chains=chains, seed=seed,
+                    target_accept=target_accept, progressbar=progressbar, cores=cores)
+    t_sample = time.perf_counter() - t0
+    # nutpie also stores unconstrained copies (``*_log__``); keep the natural-scale variables
+    unconstrained = [v for v in idata.posterior.data_vars if str(v).endswith("__")]
+    if unconstrained:
+        idata.posterior = idata.posterior.drop_vars(unconstrained)
+    import pymc as pm
+
+    with pm_model:
+        if posterior_predictive and sampler != "map":
+            pp = pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=progressbar,
+                                                extend_inferencedata=False)
+            idata.add_groups(posterior_predictive=pp.posterior_predictive)
+        if log_likelihood and sampler != "map":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                ll = pm.compute_log_likelihood(idata, progressbar=progressbar,
+                                               extend_inferencedata=False)
+            idata.add_groups(log_likelihood=ll)
+    obs = {f"y_{a}": xr.DataArray(
+        np.where(pdata.blq[pdata.analyte_index == i], pdata.lloq[pdata.analyte_index == i],
+                 pdata.dv[pdata.analyte_index == i]),
+        dims=obs_dim(a), coords={obs_dim(a): pdata.row[pdata.analyte_index == i]})
+        for i, a in enumerate(pdata.analytes)}
+    for group in ("observed_data", "constant_data"):
+        if hasattr(idata, group):
+            delattr(idata, group)
+    idata.add_groups(observed_data=xr.Dataset(obs), constant_data=_constant_data(pdata))
+    error_models = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
+    meta = {
+        "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
+        "target_accept": target_accept, "covariates": [e.label for e in effects],
+        "covariate_formulas": [c if isinstance(c, str) else c.label for c in covariates],
+        "options": {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in asdict(opts).items() if k != "ode"},
+        "analytes": list(pdata.analytes), "error_models": error_models,
+        "data_analytes": list(getattr(data, "analytes", ())),
+        "excluded": pdata.excluded, "n_obs": pdata.n_obs, "n_subjects": pdata.n_subjects,
+        "data_hash": data.hash() if hasattr(data, "hash") else None,
+        "spec_hash": spec.hash(), "sampling_seconds": round(t_sample, 2),
+        "versions": package_versions(),
+    }
+    result = Fit(idata=idata, spec=spec, data=data, meta=meta)
+    if sampler not in ("advi", "map"):
+        result.meta["convergence"] = check_convergence(idata)
+    return result

@@ -1,0 +1,251 @@
+"""The hierarchical PyMC model of a CK data set.
+
+For parameter p with scale g (log, logit or linear) and subject i::
+
+    g(theta_ip) = mu_p + sum_k beta_pk x_ik + eta_ip,    eta_ip = omega_p z_ip,  z_ip ~ N(0, 1)
+
+(non-centred; ``centered=[...]`` samples eta_ip ~ N(0, omega_p) instead; ``correlated=True``
+gives eta_i = L z_i with an LKJ prior on the correlation). mu_p has the spec's typical-value
+prior (Normal on the transformed scale when the prior is LogNormal/LogitNormal/Normal), omega_p
+its IIV prior. Each fitted analyte has its own residual error model and SD; BLQ records
+contribute P(y < LLOQ) (M3) through a JAX-compatible normal log-CDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from ckmodel.errors import ModelSpecError
+from ckmodel.population.covariates import CovariateEffect, covariate_design, parse_covariates
+from ckmodel.population.likelihood import pointwise_loglik
+from ckmodel.population.predict import predict_outputs
+from ckmodel.population.prepare import PopulationData
+from ckmodel.spec.model import ERROR_MODELS, ModelSpec
+
+__all__ = ["PopulationOptions", "build_model", "obs_dim", "transformed_name"]
+
+
+@dataclass(frozen=True)
+class PopulationOptions:
+    """How the hierarchy and likelihood are built.
+
+    Attributes
+    ----------
+    centered : tuple of str
+        Parameters whose random effects are sampled centred (default: all non-centred).
+    correlated : bool
+        Correlated random effects with an LKJ(2) prior (needs HalfNormal IIV priors).
+    error : mapping of str to str
+        Residual error model per analyte, overriding the spec (e.g. ``{"PB_QPCR": "student_t"}``).
+    blq_method : {"M3", "M1"}
+        Censored likelihood for BLQ records, or drop them.
+    method : {"auto", "closed", "ode"}
+        Closed form when available, or the PyTensor ODE solver.
+    fixed : mapping of str to float
+        Parameters held at a value (no typical-value prior, no random effect).
+    """
+
+    centered: tuple[str, ...] = ()
+    correlated: bool = False
+    error: Mapping[str, str] = field(default_factory=dict)
+    blq_method: str = "M3"
+    method: str = "auto"
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    ode: Any = None
+
+
+def transformed_name(name: str, scale: str) -> str:
+    """Name of the sampled typical value: ``log_rho``, ``logit_fb`` or ``rho_lin``."""
+    return {"log": f"log_{name}", "logit": f"logit_{name}"}.get(scale, f"{name}_lin")
+
+
+def obs_dim(analyte: str) -> str:
+    """Dimension name of an analyte's records in the InferenceData."""
+    return f"obs_{analyte}"
+
+
+def _forward(x: Any, scale: str) -> Any:
+    return {"log": pt.log, "logit": lambda v: pt.log(v) - pt.log1p(-v)}.get(scale, lambda v: v)(x)
+
+
+def _inverse(x: Any, scale: str) -> Any:
+    return {"log": pt.exp, "logit": pt.sigmoid}.get(scale, lambda v: v)(x)
+
+
+def _random_factory(error: str, nu: float) -> Any:
+    def random(pred: Any, sigma: Any, *rest: Any, rng: Any = None, size: Any = None) -> Any:
+        rng = rng if rng is not None else np.random.default_rng()
+        pred = np.asarray(pred)
+        z = rng.standard_normal(size if size is not None else pred.shape)
+        if error == "log_normal":
+            return pred * np.exp(sigma * z)
+        if error == "student_t":
+            return pred * np.exp(sigma * rng.standard_t(nu, z.shape))
+        if error == "proportional":
+            return pred * (1 + sigma * z)
+        if error == "additive":
+            return pred + sigma * z
+        return pred + np.sqrt(sigma**2 + (rest[0] * pred) ** 2) * z
+
+    return random
+
+
+def build_model(
+    spec: ModelSpec,
+    pdata: PopulationData,
+    *,
+    covariates: Sequence[str | CovariateEffect] = (),
+    options: PopulationOptions | None = None,
+) -> pm.Model:
+    """Build the hierarchical PyMC model of ``pdata`` under ``spec``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Structural model, priors and error models.
+    pdata : PopulationData
+        Records to fit (see :func:`ckmodel.population.prepare`).
+    covariates : sequence of str or CovariateEffect
+        Covariate effects, e.g. ``["rho ~ log(DOSE)", "f0 ~ BM_BLAST_PCT"]``.
+    options : PopulationOptions, optional
+
+    Returns
+    -------
+    pymc.Model
+        Free variables: transformed typical values (``log_rho`` ...), ``omega`` (IIV SDs),
+        ``z`` (standardised random effects), ``beta`` (covariate coefficients) and ``sigma_<A>``
+        per analyte. Deterministics: ``<p>_pop`` (typical values), ``eta`` and ``theta``
+        (subject x parameter, natural scale). Observed: ``y_<A>`` per analyte.
+    """
+    opts = options or PopulationOptions()
+    effects = parse_covariates(covariates)
+    pnames = spec.param_names
+    for name in (*opts.centered, *opts.fixed, *(e.parameter for e in effects)):
+        if name not in pnames:
+            raise ModelSpecError(f"'{name}' is not a parameter of model '{spec.name}' "
+                                 f"(parameters: {', '.join(pnames)})")
+    for a, err in opts.error.items():
+        if err not in ERROR_MODELS:
+            raise ModelSpecError(f"unknown error model {err!r} for {a} (choose {ERROR_MODELS})")
+    iiv = [p for p in spec.parameters if p.iiv is not None and p.name not in opts.fixed]
+    iiv_names = [p.name for p in iiv]
+    coords: dict[str, Any] = {
+        "subject": list(pdata.subjects),
+        "parameter": list(pnames),
+        "iiv": iiv_names,
+        "analyte": list(pdata.analytes),
+    }
+    designs = []
+    labels: list[str] = []
+    for eff in effects:
+        x, labs, prior, ref = covariate_design(eff, pdata.covariates[eff.covariate])
+        designs.append((eff, x, labs, prior))
+        labels += labs
+    if labels:
+        coords["covariate_effect"] = labels
+    for a_i, a in enumerate(pdata.analytes):
+        sel = pdata.analyte_index == a_i
+        coords[obs_dim(a)] = pdata.row[sel].tolist()
+
+    with pm.Model(coords=coords) as model:
+        # typical values on the transformed scale
+        mu = {}
+        for p in spec.parameters:
+            if p.name in opts.fixed:
+                mu[p.name] = pt.as_tensor_variable(
+                    _forward(pt.as_tensor_variable(float(opts.fixed[p.name])), p.scale))
+                continue
+            normal = p.prior.normal_on(p.scale)
+            if normal is not None:
+                mu[p.name] = pm.Normal(transformed_name(p.name, p.scale), mu=normal[0],
+                                       sigma=normal[1])
+            else:
+                nat = p.prior.to_pymc(f"{p.name}_natural")
+                mu[p.name] = _forward(nat, p.scale)
+            pm.Deterministic(f"{p.name}_pop", _inverse(mu[p.name], p.scale))
+
+        # covariate effects
+        shift = {p: 0.0 for p in pnames}
+        if labels:
+            mus = np.array([d[3].params.get("mu", 0.0) for d in designs for _ in d[2]])
+            sds = np.array([d[3].params.get("sigma", 1.0) for d in designs for _ in d[2]])
+            if any(d[3].dist != "Normal" for d in designs):
+                raise ModelSpecError("covariate effect priors must be Normal")
+            beta = pm.Normal("beta", mu=mus, sigma=sds, dims="covariate_effect")
+            k = 0
+            for eff, x, labs, _ in designs:
+                shift[eff.parameter] = shift[eff.parameter] + pt.dot(x, beta[k:k + len(labs)])
+                k += len(labs)
+
+        # random effects
+        n_s = pdata.n_subjects
+        eta_cols: dict[str, Any] = {}
+        if iiv:
+            if opts.correlated:
+                if any(p.iiv.dist != "HalfNormal" for p in iiv):
+                    raise ModelSpecError("correlated random effects need HalfNormal IIV priors")
+                if opts.centered:
+                    raise ModelSpecError("centred and correlated random effects cannot be "
+                                         "combined; use one or the other")
+                sd = np.array([p.iiv.params["sigma"] for p in iiv])
+                chol, _, omega = pm.LKJCholeskyCov(
+                    "chol", n=len(iiv), eta=2.0, sd_dist=pm.HalfNormal.dist(sigma=sd),
+                    compute_corr=True)
+                pm.Deterministic("omega", omega, dims="iiv")
+                z = pm.Normal("z", 0.0, 1.0, dims=("subject", "iiv"))
+                eta = pt.dot(z, chol.T)
+            else:
+                omegas = [p.iiv.to_pymc(f"omega_{p.name}") for p in iiv]
+                omega = pm.Deterministic("omega", pt.stack(omegas), dims="iiv")
+                nc = [p.name for p in iiv if p.name not in opts.centered]
+                cols = {}
+                if nc:
+                    z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(nc)))
+                    for j, name in enumerate(nc):
+                        cols[name] = z[:, j] * omega[iiv_names.index(name)]
+                for name in opts.centered:
+                    if name in iiv_names:
+                        cols[name] = pm.Normal(f"eta_{name}", 0.0, omega[iiv_names.index(name)],
+                                               dims="subject")
+                eta = pt.stack([cols[n] for n in iiv_names], axis=1)
+            pm.Deterministic("eta", eta, dims=("subject", "iiv"))
+            for j, name in enumerate(iiv_names):
+                eta_cols[name] = eta[:, j]
+
+        theta_cols = []
+        for p in spec.parameters:
+            val = mu[p.name] + shift[p.name] + eta_cols.get(p.name, 0.0)
+            theta_cols.append(_inverse(val * pt.ones(n_s), p.scale))
+        theta = pm.Deterministic("theta", pt.stack(theta_cols, axis=1),
+                                 dims=("subject", "parameter"))
+
+        # predictions and likelihood per analyte
+        preds = predict_outputs(spec, pdata, theta, method=opts.method, ode_options=opts.ode)
+        for a_i, a in enumerate(pdata.analytes):
+            out = spec.output(a)
+            err = opts.error.get(a, out.error)
+            sel = np.flatnonzero(pdata.analyte_index == a_i)
+            blq = pdata.blq[sel]
+            value = np.where(blq, pdata.lloq[sel], pdata.dv[sel])
+            sigma = out.sigma.to_pymc(f"sigma_{a}")
+            sig_args = [sigma]
+            if err == "combined":
+                sig_args.append((out.sigma_prop or out.sigma).to_pymc(f"sigma_prop_{a}"))
+            pred = preds[a]
+            if err in ("log_normal", "student_t", "proportional"):
+                pred = pt.maximum(pred, 1e-300)
+
+            def logp(v: Any, mu_: Any, s: Any, *rest: Any, _err: str = err,
+                     _blq: np.ndarray = blq, _nu: float = out.nu) -> Any:
+                return pointwise_loglik(_err, mu_, v, _blq, s, sigma_prop=rest[0] if rest else
+                                        None, nu=_nu, blq_method=pdata.blq_method)
+
+            pm.CustomDist(f"y_{a}", pred, *sig_args, logp=logp,
+                          random=_random_factory(err, out.nu), observed=value, dims=obs_dim(a))
+    return model

@@ -1,0 +1,207 @@
+"""Turn a CKData object into the flat arrays the population model is built on.
+
+Nothing is dropped silently: every record left out of the fit (MDV=1, after allo-HSCT, before
+the dose, an analyte the model does not predict, BLQ under M1) is counted by reason in
+``PopulationData.excluded`` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ckmodel.errors import DatasetError, Problem
+from ckmodel.spec.model import ModelSpec
+
+__all__ = ["PopulationData", "prepare"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PopulationData:
+    """Observation-level arrays of a fit (one entry per record used).
+
+    Attributes
+    ----------
+    subjects : tuple of str
+        Subject IDs in the fit, in data order.
+    analytes : tuple of str
+        Analytes fitted (model outputs with data).
+    subject_index, analyte_index : int arrays, shape (n_obs,)
+        Position of each record's subject and analyte.
+    time : array, shape (n_obs,)
+        Record time (data time unit).
+    dv : array, shape (n_obs,)
+        Observed value (NaN for BLQ records).
+    lloq : array, shape (n_obs,)
+        LLOQ of each record (NaN when absent).
+    blq : bool array, shape (n_obs,)
+        Below the LLOQ.
+    row : int array, shape (n_obs,)
+        Source line of each record.
+    amt, dose_time : arrays, shape (n_subjects, n_doses)
+        Doses (NaN padded).
+    covariates : pandas.DataFrame
+        Subject-level covariates indexed by subject ID.
+    excluded : dict of str to int
+        Records left out of the fit, by reason.
+    blq_method : str
+        "M3" (censored likelihood) or "M1" (BLQ records dropped).
+    """
+
+    subjects: tuple[str, ...]
+    analytes: tuple[str, ...]
+    subject_index: np.ndarray
+    analyte_index: np.ndarray
+    time: np.ndarray
+    dv: np.ndarray
+    lloq: np.ndarray
+    blq: np.ndarray
+    row: np.ndarray
+    amt: np.ndarray
+    dose_time: np.ndarray
+    covariates: pd.DataFrame
+    excluded: dict[str, int] = field(default_factory=dict)
+    blq_method: str = "M3"
+
+    @property
+    def n_obs(self) -> int:
+        """Number of records in the fit."""
+        return int(self.time.size)
+
+    @property
+    def n_subjects(self) -> int:
+        """Number of subjects in the fit."""
+        return len(self.subjects)
+
+    def obs_table(self) -> pd.DataFrame:
+        """The records used, as a table (ID, TIME, ANALYTE, DV, LLOQ, BLQ, ROW)."""
+        return pd.DataFrame({
+            "ID": np.asarray(self.subjects, dtype=object)[self.subject_index],
+            "TIME": self.time,
+            "ANALYTE": np.asarray(self.analytes, dtype=object)[self.analyte_index],
+            "DV": self.dv,
+            "LLOQ": self.lloq,
+            "BLQ": self.blq.astype(int),
+            "ROW": self.row,
+        })
+
+
+def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None,
+            blq_method: str = "M3", extra_covariates: Sequence[str] = ()) -> PopulationData:
+    """Select and index the records of ``data`` that a fit of ``spec`` uses.
+
+    Parameters
+    ----------
+    data : CKData
+        Checked data (see :func:`ckmodel.data.read_ck`).
+    spec : ModelSpec
+        The model; its outputs name the analytes it predicts.
+    analytes : sequence of str, optional
+        Analytes to fit (default: every data analyte the model predicts).
+    blq_method : {"M3", "M1"}
+        M3 keeps BLQ records as censored; M1 drops them (counted in ``excluded``).
+    extra_covariates : sequence of str
+        Covariate columns needed by covariate effects (checked for presence).
+
+    Returns
+    -------
+    PopulationData
+    """
+    if blq_method not in ("M3", "M1"):
+        raise ValueError(f"blq_method must be 'M3' or 'M1', got {blq_method!r}")
+    obs = data.observations.copy()
+    outputs = set(spec.output_names)
+    data_analytes = list(dict.fromkeys(obs["ANALYTE"]))
+    if analytes is None:
+        analytes = [a for a in data_analytes if a in outputs]
+    else:
+        unknown = [a for a in analytes if a not in outputs]
+        if unknown:
+            raise DatasetError(f"model '{spec.name}' has no output for analyte(s) {unknown}; "
+                               f"its outputs are {sorted(outputs)}")
+        absent = [a for a in analytes if a not in data_analytes]
+        if absent:
+            raise DatasetError(f"analyte(s) {absent} requested but not in the data "
+                               f"(data analytes: {data_analytes})")
+    if not analytes:
+        raise DatasetError(f"no analyte of the data ({data_analytes}) is an output of model "
+                           f"'{spec.name}' ({sorted(outputs)}); choose another model or rename "
+                           "the analytes")
+    excluded: dict[str, int] = {}
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal obs
+        k = int(mask.sum())
+        if k:
+            excluded[reason] = excluded.get(reason, 0) + k
+            obs = obs[~mask]
+
+    drop(~obs["ANALYTE"].isin(analytes), "analyte not fitted")
+    drop(obs["MDV"].astype(int) == 1, "MDV=1")
+    if "AFTER_HSCT" in obs:
+        drop(obs["AFTER_HSCT"].astype(bool), "after allo-HSCT (end of CAR-T record)")
+    doses = data.doses
+    first = doses.groupby("ID")["TIME"].min()
+    drop(obs["TIME"].to_numpy() < obs["ID"].map(first).fillna(np.inf).to_numpy(),
+         "before the first dose")
+    if blq_method == "M1":
+        drop(obs["BLQ"].astype(int) == 1, "BLQ (M1: dropped)")
+    for reason, k in excluded.items():
+        log.info("%d record(s) not used in the fit: %s", k, reason)
+
+    subjects = tuple(s for s in data.subjects if s in set(obs["ID"]))
+    no_obs = [s for s in data.subjects if s not in set(obs["ID"])]
+    if no_obs:
+        excluded["subjects without usable records"] = len(no_obs)
+        log.info("%d subject(s) have no usable records and are not in the fit: %s",
+                 len(no_obs), ", ".join(map(str, no_obs[:10])))
+    if not subjects:
+        raise DatasetError("no usable observation records remain for the fit")
+
+    sub_doses = doses[doses["ID"].isin(subjects)]
+    counts = sub_doses.groupby("ID").size()
+    if not spec.superposition and spec.solution is not None and (counts > 1).any():
+        bad = counts[counts > 1].index.tolist()
+        raise DatasetError([Problem(f"{counts[s]} doses, but model '{spec.name}' supports one "
+                                    "dose per subject in a fit (no superposition)", subject=s,
+                                    rule="multiple_doses") for s in bad])
+    k = int(counts.max()) if len(counts) else 1
+    amt = np.full((len(subjects), k), np.nan)
+    dtime = np.full((len(subjects), k), np.nan)
+    pos = {s: i for i, s in enumerate(subjects)}
+    for sid, grp in sub_doses.groupby("ID", sort=False):
+        i = pos[sid]
+        amt[i, :len(grp)] = grp["AMT"].to_numpy(float)
+        dtime[i, :len(grp)] = grp["TIME"].to_numpy(float)
+
+    covs = data.covariates.reindex(list(subjects))
+    needed = list(spec.covariates) + list(extra_covariates)
+    missing = [c for c in needed if c not in covs.columns]
+    if missing:
+        raise DatasetError(f"covariate column(s) {missing} needed by the model or covariate "
+                           f"effects are not in the data (subject-level columns: "
+                           f"{list(covs.columns)})")
+    aidx = {a: i for i, a in enumerate(analytes)}
+    return PopulationData(
+        subjects=subjects,
+        analytes=tuple(analytes),
+        subject_index=obs["ID"].map(pos).to_numpy(int),
+        analyte_index=obs["ANALYTE"].map(aidx).to_numpy(int),
+        time=obs["TIME"].to_numpy(float),
+        dv=np.where(obs["BLQ"].astype(int) == 1, np.nan, obs["DV"].to_numpy(float)),
+        lloq=obs["LLOQ"].to_numpy(float) if "LLOQ" in obs else np.full(len(obs), np.nan),
+        blq=obs["BLQ"].astype(int).to_numpy() == 1,
+        row=obs["ROW"].to_numpy(int) if "ROW" in obs else np.arange(len(obs)),
+        amt=amt,
+        dose_time=dtime,
+        covariates=covs,
+        excluded=excluded,
+        blq_method=blq_method,
+    )
