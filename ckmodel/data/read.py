@@ -149,6 +149,8 @@ def parse_csv(
         header = [h.strip() for h in _split_fields(hline[1:] if hline[0] in "#@" else hline)]
     except csv.Error as exc:
         raise DatasetError(f"the header is not readable as CSV: {exc}", file=file) from exc
+    while len(header) > 1 and not header[-1]:  # spreadsheet trailing commas; cells checked below
+        header.pop()
     names, problems = S.standardize_header(header, column_map, standard=standard, file=file,
                                            line=header_i + 1)
     lines = np.asarray(data_idx, dtype=np.int64) + 1

@@ -109,7 +109,7 @@ CASES = [
     ("ragged_line", CLEAN + "2,21,0,.,PB_QPCR,10,50,0,0,80,99\n", 8, None, "error", {}),
     ("ragged_line", CLEAN + "2,21,0,.,PB_QPCR\n", 8, None, "error", {}),
     ("duplicate_column", CLEAN.replace(",WT", ",dv"), 1, "DV", "error", {}),
-    ("empty_column_name", CLEAN.replace(",WT", ","), 1, "UNNAMED_10", "error", {}),
+    ("empty_column_name", CLEAN.replace(",LLOQ,", ",,", 1), 1, "UNNAMED_7", "error", {}),
     ("no_records", CLEAN.splitlines()[0] + "\n", 1, None, "error", {}),
     ("unsupported_column", CLEAN.replace(",WT\n", ",WT,ADDL\n", 1).replace(",70\n", ",70,0\n")
      .replace(",80\n", ",80,2\n"), 5, "ADDL", "error", {}),
