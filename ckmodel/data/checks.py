@@ -19,8 +19,8 @@ Decisions
   :data:`BASELINE_FRACTION` of the subjects with two or more values, but varies in a few, gets a
   warning per varying subject (a likely typo); it is then treated as time-varying.
 * Records after allo-HSCT are warnings: flagged (``AFTER_HSCT``) and kept.
-* Missing values of text cells (``.`` or empty) and the CMT of doses are not checked against a
-  model here; the model spec does that at fit time.
+* CMT of doses is not checked against a model here (no model is known yet); the model spec
+  does that at fit time. Subjects with doses but no observations are allowed.
 """
 
 from __future__ import annotations

@@ -56,6 +56,23 @@ class CKData:
         Unit of TIME and outcome times (recorded, never converted).
     problems : tuple of Problem
         Warnings found by the checks (errors prevent construction).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> obs = pd.DataFrame({"ID": ["A", "A", "B"], "TIME": [7.0, 28.0, 10.0],
+    ...                     "ANALYTE": "PB_QPCR", "DV": [9000.0, None, 4000.0],
+    ...                     "LLOQ": 50.0, "BLQ": [0, 1, 0]})
+    >>> doses = pd.DataFrame({"ID": ["A", "B"], "TIME": 0.0, "AMT": [1.0, 3.0]})
+    >>> ck = CKData.from_frames(obs, doses)
+    >>> ck
+    CKData(2 subjects, analytes=['PB_QPCR'], 3 observations, 2 doses, time_unit='day')
+    >>> ck.to_xarray()["DV"].shape
+    (2, 3, 1)
+    >>> ck.subset(["B"]).subjects
+    ('B',)
+    >>> ck.hash() == CKData.from_frames(obs, doses).hash()
+    True
     """
 
     _observations: pd.DataFrame
@@ -97,8 +114,9 @@ class CKData:
         ----------
         observations : pandas.DataFrame
             Columns ID, TIME (``time_unit`` since infusion), ANALYTE, DV (analyte unit), and
-            optionally LLOQ, BLQ, MDV, MDV_REASON, ROW and time-varying covariates. Header names
-            are matched case-insensitively; AFTER_HSCT is recomputed.
+            optionally LLOQ, BLQ, MDV, MDV_REASON and ROW. Header names are matched
+            case-insensitively; AFTER_HSCT is recomputed; any other column is a covariate
+            (baseline when constant within subjects, else time-varying).
         doses : pandas.DataFrame
             Columns ID, TIME, AMT (e.g. 1e6 CAR+ T cells/kg), optionally CMT.
         covariates : pandas.DataFrame, optional
@@ -273,9 +291,7 @@ class CKData:
         -------
         str
         """
-        from ckmodel.data._summary import summary_text
-
-        return summary_text(self)
+        return E.summary_text(self)
 
     def to_xarray(self) -> xr.Dataset:
         """Observations on a ``(subject, time, analyte)`` grid.

@@ -41,12 +41,13 @@ def test_roundtrip_csv(example, tmp_path):
 def test_roundtrip_time_varying_and_cmt(write, tmp_path):
     text = CLEAN.replace(",WT\n", ",WT,CRP,CMT\n", 1)
     rows = text.splitlines()
-    crp = [".", "5", "7.5", ".", "3", "4"]
+    crp = ["1", "5", "7.5", "2", "3", "4"]
     cmt = ["E", ".", ".", ".", ".", "."]
     rows[1:] = [f"{r},{c},{m}" for r, c, m in zip(rows[1:], crp, cmt, strict=True)]
     ck = read_ck(write("\n".join(rows) + "\n"))
     assert "CRP" in ck.time_varying and "CRP" not in ck.covariates
     assert ck.doses["CMT"].tolist()[0] == "E" and pd.isna(ck.doses["CMT"].tolist()[1])
+    assert ck.time_varying["CRP"].tolist() == [1.0, 5.0, 7.5, 2.0, 3.0, 4.0]
     ck.to_csv(tmp_path / "rt.csv")
     assert read_ck(tmp_path / "rt.csv") == ck
 
