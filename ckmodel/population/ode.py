@@ -1,0 +1,150 @@
+"""A differentiable ODE solver written in PyTensor: classic Runge-Kutta 4 in ``scan``.
+
+The step grid is shared by all subjects: every observation time is a grid point, and gaps are
+filled so that steps never exceed ``max_step`` (fine during expansion, coarse in persistence).
+All subjects advance together (states are ``(n_states, n_subjects)`` tensors), the graph has no
+Python in the loop, and it compiles to C, to numba (nutpie) and to JAX (numpyro/blackjax) alike,
+with exact reverse-mode gradients through the steps. The step-size error is controlled in the
+tests against :func:`scipy.integrate.solve_ivp` at tight tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from ckmodel.errors import DatasetError
+from ckmodel.population.prepare import PopulationData
+from ckmodel.spec.expr import compile_expr
+from ckmodel.spec.model import ModelSpec
+
+__all__ = ["ODEOptions", "step_grid", "ode_outputs"]
+
+
+@dataclass(frozen=True)
+class ODEOptions:
+    """Step grid of the fixed-step RK4 solver.
+
+    Attributes
+    ----------
+    max_step : tuple of (float, float)
+        ``(until, h)`` pairs: steps are at most ``h`` up to time ``until`` (model time unit);
+        beyond the last ``until`` the last ``h`` applies. Default: 0.25 d to day 35 (expansion
+        and early contraction), 1 d to day 100, 5 d after.
+    """
+
+    max_step: tuple[tuple[float, float], ...] = ((35.0, 0.25), (100.0, 1.0), (np.inf, 5.0))
+
+    def h_at(self, t: float) -> float:
+        """Largest step allowed at time ``t``."""
+        for until, h in self.max_step:
+            if t < until:
+                return h
+        return self.max_step[-1][1]
+
+
+def step_grid(times: np.ndarray, start: float, options: ODEOptions) -> np.ndarray:
+    """Sorted grid from ``start`` through every time in ``times``, steps bounded by options."""
+    pts = np.unique(np.concatenate([[start], np.asarray(times, dtype=float)]))
+    pts = pts[pts >= start]
+    grid = [pts[0]]
+    for b in pts[1:]:
+        a = grid[-1]
+        while b - a > options.h_at(a) * (1 + 1e-9):
+            a = a + options.h_at(a)
+            grid.append(a)
+        grid.append(b)
+    return np.asarray(grid)
+
+
+def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
+                cov: Mapping[str, np.ndarray], options: ODEOptions | None = None
+                ) -> dict[str, Any]:
+    """Predictions of each fitted analyte on its records, by RK4 in PyTensor ``scan``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    pdata : PopulationData
+        All subjects must have one dose at the same time (a CAR-T infusion at time 0).
+    theta : tensor, shape (n_subjects, n_parameters)
+        Natural-scale individual parameters.
+    cov : mapping of str to array
+        Subject-level covariates the spec uses.
+    options : ODEOptions, optional
+
+    Returns
+    -------
+    dict of str to tensor
+    """
+    opts = options or ODEOptions()
+    n_doses = np.sum(np.isfinite(pdata.amt), axis=1)
+    t_dose = pdata.dose_time[:, 0]
+    if np.any(n_doses != 1) or np.unique(t_dose).size != 1:
+        raise DatasetError("the ODE fit supports one dose per subject, given at the same time for "
+                           "all subjects (a single CAR-T infusion)")
+    t0 = float(t_dose[0])
+    grid = step_grid(pdata.time, t0, opts)
+    n_s = pdata.n_subjects
+    env: dict[str, Any] = dict(spec.constants)
+    for j, p in enumerate(spec.param_names):
+        env[p] = theta[:, j]
+    env.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
+    names = spec.state_names
+    ode_fns = [compile_expr(spec.odes[s], "pytensor") for s in names]
+    init_fns = {s: compile_expr(e, "pytensor") for s, e in spec.initial.items()}
+    dose_fns = {s: compile_expr(e, "pytensor") for s, e in spec.dosing.items()}
+    amt = pdata.amt[:, 0]
+    y0 = []
+    for s in names:
+        v = init_fns[s](env) * pt.ones(n_s) if s in init_fns else pt.zeros(n_s)
+        if s in dose_fns:
+            v = v + dose_fns[s](dict(env, AMT=amt))
+        y0.append(v)
+    y0 = pt.stack(y0)  # (n_states, n_subjects)
+
+    consts = dict(spec.constants)
+    consts.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
+
+    def rhs(t: Any, y: Any, th: Any) -> Any:
+        e = dict(consts, t=t)
+        for j, p in enumerate(spec.param_names):
+            e[p] = th[:, j]
+        for i, s in enumerate(names):
+            e[s] = y[i]
+        return pt.stack([f(e) * pt.ones(n_s) for f in ode_fns])
+
+    def step(t: Any, h: Any, y: Any, th: Any) -> Any:
+        k1 = rhs(t, y, th)
+        k2 = rhs(t + h / 2, y + h / 2 * k1, th)
+        k3 = rhs(t + h / 2, y + h / 2 * k2, th)
+        k4 = rhs(t + h, y + h * k3, th)
+        return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    ts = pt.as_tensor_variable(grid[:-1])
+    hs = pt.as_tensor_variable(np.diff(grid))
+    theta = pt.as_tensor_variable(theta)
+    traj, _ = pytensor.scan(step, sequences=[ts, hs], outputs_info=[y0], non_sequences=[theta],
+                            strict=True)
+    traj = pt.concatenate([y0[None], traj], axis=0)  # (n_grid, n_states, n_subjects)
+    gidx = np.searchsorted(grid, pdata.time)
+    out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
+    out = {}
+    for a_i, a in enumerate(pdata.analytes):
+        sel = np.flatnonzero(pdata.analyte_index == a_i)
+        sidx = pdata.subject_index[sel]
+        e: dict[str, Any] = dict(spec.constants)
+        for j, p in enumerate(spec.param_names):
+            e[p] = theta[sidx, j]
+        for c, v in cov.items():
+            e[c] = np.asarray(v, dtype=float)[sidx]
+        e["t"] = pdata.time[sel]
+        for i, s in enumerate(names):
+            e[s] = traj[gidx[sel], i, sidx]
+        out[a] = out_fns[a](e)
+    return out
