@@ -24,6 +24,7 @@ from ckmodel.design.records import (
     Step,
     level_tallies,
     next_decision,
+    tally_key,
 )
 from ckmodel.design.rules import AcceleratedTitration, ThreePlusThree, ToxicityTrigger
 from ckmodel.design.runner import (
@@ -52,6 +53,7 @@ __all__ = [
     "next_decision",
     "operating_characteristics",
     "run_escalation",
+    "tally_key",
     "three_plus_three_escalation_probability",
     "three_plus_three_mtd_probabilities",
 ]

@@ -11,6 +11,7 @@ Three independent routes to the same numbers, so that each checks the others:
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,15 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import binom
 
-from ckmodel.design.records import Decision, EscalationRule, level_tallies
+from ckmodel.design.records import (
+    Cohort,
+    Decision,
+    EscalationRule,
+    Step,
+    level_tallies,
+    next_decision,
+    tally_key,
+)
 from ckmodel.design.runner import _check_max_patients, _check_probs, _Node
 
 __all__ = [
@@ -134,10 +143,8 @@ class _Accumulator:
         self.d_level = np.zeros(n_levels)
         self.moments = np.zeros(4)  # sum N, N^2, D, D^2
 
-    def add(self, node: _Node, weight: float) -> None:
-        step = node.step
-        assert step is not None and step.is_stop
-        n, d = level_tallies(node.history, len(self.select))
+    def add(self, history: Sequence[Cohort], step: Step, weight: float) -> None:
+        n, d = level_tallies(history, len(self.select))
         n_tot, d_tot = float(n.sum()), float(d.sum())
         self.total += weight
         if step.mtd is not None:
@@ -226,7 +233,7 @@ def operating_characteristics(
             n_dlt = int(rng.binomial(step.cohort_size, probs[step.next_level]))
             node = node.child(n_dlt, None)
             step = node.resolve(rule, n_levels, cap)
-        acc.add(node, 1.0)
+        acc.add(node.history, step, 1.0)
     return acc.result(
         rule=repr(rule),
         true_dlt_probs=probs,
@@ -248,7 +255,12 @@ def exact_operating_characteristics(
     Walks the tree of histories: at each one the rule asks for ``s`` patients at level ``k`` and
     the branch for ``x`` DLTs has probability ``binom.pmf(x, s, p[k])``; stops are leaves.
     Works for any deterministic rule whose decisions depend on DLT counts only (not on toxicity
-    grades). The tree grows quickly with the sample size: intended for rule-based designs.
+    grades). Histories are processed in order of patients treated; when the rule declares
+    ``tally_sufficient = True`` (its decision depends on the history only through
+    :func:`~ckmodel.design.tally_key`: patients and DLTs per level and phase, and the last
+    cohort's level and phase), histories with the same key are merged, which keeps the 3+3 and
+    the accelerated titration polynomial in the number of levels. Other rules get the full
+    tree, which grows exponentially with the sample size.
 
     Parameters
     ----------
@@ -278,18 +290,32 @@ def exact_operating_characteristics(
     n_levels = probs.size
     cap = _check_max_patients(rule, n_levels, max_patients)
     acc = _Accumulator(n_levels)
-    stack: list[tuple[_Node, float]] = [(_Node(()), 1.0)]
-    while stack:
-        node, weight = stack.pop()
-        step = node.resolve(rule, n_levels, cap)
-        if step.is_stop:
-            acc.add(node, weight)
-            continue
-        size, level = step.cohort_size, step.next_level
-        pmf = binom.pmf(np.arange(size + 1), size, probs[level])
-        for n_dlt in range(size + 1):
-            if pmf[n_dlt] > 0:
-                stack.append((node.child(n_dlt, None), weight * float(pmf[n_dlt])))
+    merge = bool(getattr(rule, "tally_sufficient", False))
+    # buckets[t]: histories with t patients treated, keyed by tally_key (merged) or by identity
+    buckets: list[dict[Hashable, tuple[tuple[Cohort, ...], float]]] = [{} for _ in range(cap + 1)]
+    buckets[0][()] = ((), 1.0)
+    pmfs: dict[tuple[int, int], np.ndarray] = {}
+    for treated in range(cap + 1):
+        for history, weight in buckets[treated].values():
+            step = next_decision(history, rule, n_levels=n_levels, max_patients=cap)
+            if step.is_stop:
+                acc.add(history, step, weight)
+                continue
+            size, level, phase = step.cohort_size, step.next_level, step.phase
+            assert level is not None and phase is not None
+            pmf = pmfs.get((size, level))
+            if pmf is None:
+                pmf = pmfs[(size, level)] = binom.pmf(np.arange(size + 1), size, probs[level])
+            bucket = buckets[treated + size]
+            for n_dlt in np.flatnonzero(pmf > 0):
+                child = (*history, Cohort(level, size, int(n_dlt), phase=phase))
+                key = tally_key(child) if merge else child
+                w = weight * float(pmf[n_dlt])
+                if key in bucket:
+                    bucket[key] = (bucket[key][0], bucket[key][1] + w)
+                else:
+                    bucket[key] = (child, w)
+        buckets[treated] = {}
     return acc.result(
         rule=repr(rule),
         true_dlt_probs=probs,

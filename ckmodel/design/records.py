@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ __all__ = [
     "EscalationRule",
     "level_tallies",
     "next_decision",
+    "tally_key",
 ]
 
 PHASE_ATD = "ATD"
@@ -236,6 +237,44 @@ def level_tallies(history: Sequence[Cohort], n_levels: int) -> tuple[np.ndarray,
         n_treated[cohort.level] += cohort.n
         n_dlt[cohort.level] += cohort.n_dlt
     return n_treated, n_dlt
+
+
+def tally_key(history: Sequence[Cohort]) -> Hashable:
+    """Summary of a history that tally-based rules decide on.
+
+    Patients and DLTs pooled per level (all phases), plus the level and phase of the last cohort.
+    A rule whose ``decide`` depends on the history only through this key declares
+    ``tally_sufficient = True``, which lets :func:`~ckmodel.design.exact_operating_characteristics`
+    merge histories with equal keys. The 3+3 qualifies, and so does accelerated titration with
+    the ``"dlt"`` trigger (while titrating, every cohort is a titration cohort).
+
+    Parameters
+    ----------
+    history : sequence of Cohort
+        Cohorts treated so far.
+
+    Returns
+    -------
+    Hashable
+        ``(n_per_level, dlt_per_level, last_level, last_phase)`` with the tuples running up to
+        the highest level treated; ``None`` parts for an empty history.
+
+    Examples
+    --------
+    >>> a = [Cohort(0, 3, 1), Cohort(0, 3, 0), Cohort(1, 3, 0)]
+    >>> b = [Cohort(0, 3, 0), Cohort(0, 3, 1), Cohort(1, 3, 0)]
+    >>> tally_key(a) == tally_key(b), tally_key(a)
+    (True, ((6, 3), (1, 0), 1, '3+3'))
+    """
+    if not history:
+        return ((), (), None, None)
+    top = max(c.level for c in history) + 1
+    n = [0] * top
+    d = [0] * top
+    for c in history:
+        n[c.level] += c.n
+        d[c.level] += c.n_dlt
+    return (tuple(n), tuple(d), history[-1].level, history[-1].phase)
 
 
 def next_decision(

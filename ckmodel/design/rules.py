@@ -104,6 +104,11 @@ class ThreePlusThree:
         """Short label of the design."""
         return "3+3"
 
+    @property
+    def tally_sufficient(self) -> bool:
+        """Decisions depend on the history only through :func:`~ckmodel.design.tally_key`."""
+        return True
+
     def max_sample_size(self, n_levels: int) -> int:
         """At most 6 patients per level."""
         return 6 * n_levels
@@ -316,6 +321,11 @@ class AcceleratedTitration:
     def name(self) -> str:
         """Short label of the design."""
         return f"ATD -> {self.then.name}"
+
+    @property
+    def tally_sufficient(self) -> bool:
+        """True with the ``"dlt"`` trigger and a tally-sufficient follow-on rule."""
+        return self.trigger == "dlt" and bool(getattr(self.then, "tally_sufficient", False))
 
     def max_sample_size(self, n_levels: int) -> int:
         """Follow-on rule's bound plus one titration patient per level."""
