@@ -2,8 +2,8 @@
 
 Written with PyTensor elementwise ops that every backend compiles (C, numba for nutpie, JAX for
 numpyro/blackjax). The normal log-CDF avoids ``erfcx`` (no JAX implementation without
-tensorflow-probability): ``log(erfc(-z/sqrt2)/2)`` for ``z > -5`` and the asymptotic series
-``-z^2/2 - log(-z) - log(2 pi)/2 + log(1 - 1/z^2 + 3/z^4 - 15/z^6)`` below, which agrees with
+tensorflow-probability): ``log(erfc(-z/sqrt2)/2)`` for ``-20 <= z <= 0``, ``log1p(-erfc(z/sqrt2)/2)`` for ``z > 0`` and the asymptotic series
+``-z^2/2 - log(-z) - log(2 pi)/2 + log(1 - 1/z^2 + 3/z^4 - 15/z^6)`` below -20, which agrees with
 ``scipy.special.log_ndtr`` to better than 1e-6 relative there.
 """
 
@@ -18,7 +18,7 @@ import pytensor.tensor as pt
 __all__ = ["log_ndtr", "pointwise_loglik", "LOG_2PI"]
 
 LOG_2PI = math.log(2.0 * math.pi)
-_SWITCH = -5.0
+_SWITCH = -20.0
 
 
 def log_ndtr(z: Any) -> Any:
@@ -29,8 +29,11 @@ def log_ndtr(z: Any) -> Any:
     tail = (-0.5 * z2 - pt.log(-zs) - 0.5 * LOG_2PI
             + pt.log1p(-1.0 / z2 + 3.0 / (z2 * z2) - 15.0 / (z2 * z2 * z2)))
     zc = pt.maximum(z, _SWITCH)
-    center = pt.log(0.5 * pt.erfc(-zc / math.sqrt(2.0)))
-    return pt.switch(z < _SWITCH, tail, center)
+    zn = pt.minimum(zc, 0.0)
+    zp = pt.maximum(zc, 0.0)
+    lower = pt.log(0.5 * pt.erfc(-zn / math.sqrt(2.0)))
+    upper = pt.log1p(-0.5 * pt.erfc(zp / math.sqrt(2.0)))  # accurate near log(1) = 0
+    return pt.switch(z < _SWITCH, tail, pt.switch(z > 0, upper, lower))
 
 
 def _normal_logpdf(x: Any, mu: Any, sd: Any) -> Any:

@@ -112,7 +112,7 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     consts.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
 
     def rhs(t: Any, y: Any, th: Any) -> Any:
-        e = dict(consts, t=t)
+        e = dict(consts, t=t - t0)  # time since the dose
         for j, p in enumerate(spec.param_names):
             e[p] = th[:, j]
         for i, s in enumerate(names):
@@ -143,7 +143,7 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
             e[p] = theta[sidx, j]
         for c, v in cov.items():
             e[c] = np.asarray(v, dtype=float)[sidx]
-        e["t"] = pdata.time[sel]
+        e["t"] = pdata.time[sel] - t0
         for i, s in enumerate(names):
             e[s] = traj[gidx[sel], i, sidx]
         out[a] = out_fns[a](e)

@@ -7,8 +7,8 @@ system (explicit methods), with a block-diagonal Jacobian sparsity for BDF/Radau
 at a time for LSODA. Doses are events: integration stops at each dose time and the dose
 expression is added to its state.
 
-Time ``t`` in the equations is the data time (days since infusion for CAR-T). In a closed form,
-``t`` is the time since the dose.
+Time ``t`` in the ODEs is the time since the subject's first dose (days since infusion for
+CAR-T); switch onsets are in data time. In a closed form, ``t`` is the time since the dose.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sps
+from scipy import special
 from scipy.integrate import solve_ivp
 
 from ckmodel.errors import SolverError
@@ -93,7 +94,16 @@ def _as_doses(amt: Any, dose_time: Any, n: int) -> tuple[np.ndarray, np.ndarray]
         d[np.isnan(a)] = np.nan
     else:
         d = np.asarray(dose_time, dtype=float)
-        d = np.broadcast_to(d.reshape(-1, 1) if d.ndim == 1 else d, a.shape).copy()
+        if d.ndim == 0:
+            d = np.full(a.shape, float(d))
+        elif d.ndim == 1 and a.shape[1] == 1 and d.size == a.shape[0]:
+            d = d.reshape(-1, 1)
+        elif d.ndim == 2 and d.shape[0] == 1 and d.shape[1] == a.shape[1]:
+            d = np.broadcast_to(d, a.shape)  # the same dose times for every subject
+        if d.shape != a.shape:
+            raise ValueError(f"dose_time must have the shape of amt {a.shape} (one time per "
+                             f"dose of each subject) or (1, n_doses), got {d.shape}")
+        d = d.copy()
     if a.shape[0] != n:
         raise ValueError(f"doses given for {a.shape[0]} subjects, parameters for {n}")
     return a, d
@@ -108,8 +118,7 @@ def switched_params(spec: ModelSpec, env: Mapping[str, Any], t: Any,
         if on is None:
             continue
         active = np.isfinite(on)
-        gate = np.where(active, 1.0 / (1.0 + np.exp(-(t - np.where(active, on, 0.0)) / sw.width)),
-                        0.0)
+        gate = np.where(active, special.expit((t - np.where(active, on, 0.0)) / sw.width), 0.0)
         out[sw.parameter] = out[sw.parameter] * (1.0 + (out[sw.factor] - 1.0) * gate)
     return out
 
@@ -246,15 +255,15 @@ def _closed(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.nda
 
 
 def _rhs_factory(spec: ModelSpec, comp: _Compiled, env: dict[str, Any],
-                 onsets: Mapping[str, np.ndarray], n: int) -> Callable[[float, np.ndarray],
-                                                                        np.ndarray]:
+                 onsets: Mapping[str, np.ndarray], n: int, first: np.ndarray
+                 ) -> Callable[[float, np.ndarray], np.ndarray]:
     ns = len(spec.states)
     names = spec.state_names
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         yy = y.reshape(ns, n)
         e = switched_params(spec, env, t, onsets) if onsets else dict(env)
-        e["t"] = t
+        e["t"] = t - first  # time since each subject's first dose
         for i, s in enumerate(names):
             e[s] = yy[i]
         return np.concatenate([np.broadcast_to(f(e), (n,)) for f in comp.odes])
@@ -279,7 +288,8 @@ def _ode(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.ndarra
     events = np.unique(dtime[np.isfinite(amt)])
     if events.size == 0:
         return out
-    rhs = _rhs_factory(spec, comp, env, onsets, n)
+    first = np.nanmin(np.where(np.isfinite(amt), dtime, np.nan), axis=1)
+    rhs = _rhs_factory(spec, comp, env, onsets, n, first)
     kwargs: dict[str, Any] = {}
     if opts.ode_method in ("BDF", "Radau"):
         kwargs["jac_sparsity"] = sps.kron(np.ones((ns, ns)), sps.eye(n), format="csr")

@@ -143,6 +143,8 @@ def parse_expr(
     except SyntaxError as exc:
         raise ModelSpecError(f"cannot parse expression {text!r}: {exc.msg}", file=file,
                              key=key) from None
+    except (RecursionError, MemoryError):
+        raise ModelSpecError("expression nested too deeply", file=file, key=key) from None
 
     def err(msg: str) -> ModelSpecError:
         return ModelSpecError(f"{msg} in expression {text!r}", file=file, key=key)
@@ -162,7 +164,12 @@ def parse_expr(
                 raise err(f"unknown name '{node.id}' (known names: {known})")
             return sp.Symbol(node.id, real=True)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](conv(node.left, depth + 1), conv(node.right, depth + 1))
+            left, right = conv(node.left, depth + 1), conv(node.right, depth + 1)
+            if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number:
+                size = abs(float(right)) * np.log2(abs(float(left)) + 2.0)
+                if not np.isfinite(size) or size > 1e4:
+                    raise err("power of numbers too large")
+            return _BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             val = conv(node.operand, depth + 1)
             return -val if isinstance(node.op, ast.USub) else val
@@ -179,7 +186,10 @@ def parse_expr(
         raise err(f"'{ast.unparse(node)}' is not allowed (only arithmetic, names and "
                   "whitelisted functions)")
 
-    return conv(tree.body, 0)
+    try:
+        return conv(tree.body, 0)
+    except RecursionError:
+        raise err("expression nested too deeply") from None
 
 
 def parse_number(text: str | float | int, *, file: str | None = None, key: str | None = None
@@ -190,8 +200,11 @@ def parse_number(text: str | float | int, *, file: str | None = None, key: str |
     if isinstance(text, int | float):
         return float(text)
     expr = parse_expr(text, set(), file=file, key=key)
-    value = compile_expr(expr, "numpy")({})
-    value = float(value)
+    try:
+        with np.errstate(all="ignore"):
+            value = float(compile_expr(expr, "numpy")({}))
+    except (TypeError, ValueError, OverflowError):
+        raise ModelSpecError(f"{text!r} is not a real number", file=file, key=key) from None
     if not np.isfinite(value):
         raise ModelSpecError(f"{text!r} is not a finite number", file=file, key=key)
     return value

@@ -102,8 +102,8 @@ class ModelSpec:
     """A CK model: states, parameters, equations, dosing and outputs.
 
     Build it with :func:`ckmodel.spec.load_model` (from a catalog name or a TOML path) or
-    :meth:`from_dict`. All expressions are sympy objects over the spec's own symbols; ``t`` is
-    time since the first dose in ``time_unit`` and ``AMT`` the dose amount.
+    :func:`~ckmodel.spec.spec_from_dict`. All expressions are sympy objects over the spec's own
+    symbols; ``t`` is time since the (first) dose in ``time_unit`` and ``AMT`` the dose amount.
     """
 
     name: str

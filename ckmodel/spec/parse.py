@@ -6,6 +6,7 @@ grammar of :mod:`ckmodel.spec.expr`; reading a model file never executes code fr
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import tomllib
@@ -396,6 +397,6 @@ def spec_from_dict(raw: Mapping[str, Any], *, file: str | None = None) -> ModelS
         superposition=superposition,
         outputs=tuple(outputs),
         switches=tuple(switches),
-        raw=dict(raw),
+        raw=copy.deepcopy(dict(raw)),
         file=file,
     )

@@ -37,6 +37,11 @@ DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
 }
 
 
+def _num(v: float) -> str:
+    text = repr(float(v))  # shortest text that reads back to the same float
+    return text[:-2] if text.endswith(".0") else text
+
+
 @dataclass(frozen=True)
 class Prior:
     """A prior distribution with fixed numeric parameters.
@@ -87,9 +92,11 @@ class Prior:
         if not isinstance(text, str):
             raise ModelSpecError("a prior must be a string such as 'LogNormal(log(0.9), 0.5)'",
                                  file=file, key=key)
+        if len(text) > 500:
+            raise ModelSpecError("a prior is longer than 500 characters", file=file, key=key)
         try:
             node = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             raise ModelSpecError(f"cannot parse prior {text!r}", file=file, key=key) from None
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             raise ModelSpecError(f"prior {text!r} must look like Dist(arg, ...)", file=file,
@@ -117,7 +124,7 @@ class Prior:
 
     def __str__(self) -> str:
         names = DISTRIBUTIONS[self.dist][0]
-        return f"{self.dist}(" + ", ".join(f"{self.params[n]:.6g}" for n in names) + ")"
+        return f"{self.dist}(" + ", ".join(_num(self.params[n]) for n in names) + ")"
 
     @property
     def support(self) -> str:
@@ -181,5 +188,14 @@ class Prior:
             return float(special.expit(p["mu"]))
         if d == "Uniform":
             return 0.5 * (p["lower"] + p["upper"])
-        rng = np.random.default_rng(0)
-        return float(np.median(self.sample(rng, 20001)))
+        from scipy import stats
+
+        exact = {
+            "HalfNormal": lambda: stats.halfnorm.ppf(0.5, scale=p["sigma"]),
+            "HalfCauchy": lambda: stats.halfcauchy.ppf(0.5, scale=p["beta"]),
+            "HalfStudentT": lambda: p["sigma"] * stats.t.ppf(0.75, p["nu"]),
+            "Exponential": lambda: stats.expon.ppf(0.5, scale=1.0 / p["lam"]),
+            "Gamma": lambda: stats.gamma.ppf(0.5, p["alpha"], scale=1.0 / p["beta"]),
+            "Beta": lambda: stats.beta.ppf(0.5, p["alpha"], p["beta"]),
+        }
+        return float(exact[d]())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +31,11 @@ def _value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+    return k if _BARE.fullmatch(k) else json.dumps(k, ensure_ascii=False)
 
 
 def dumps(data: Mapping[str, Any]) -> str:

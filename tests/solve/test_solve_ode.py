@@ -192,10 +192,6 @@ def test_closed_method_refuses_an_active_switch(switch_spec):
                      onsets={"toci": 0.5}, options=SolverOptions(method="closed"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckmodel/solve/numpy_solver.py:111 switched_params "
-                   "computes 1/(1+np.exp(-(t-onset)/width)); for an onset more than ~177 d after "
-                   "t (width 0.25) np.exp overflows and emits RuntimeWarning (an error under "
-                   "filterwarnings=error); use scipy.special.expit")
 def test_late_onset_does_not_warn(switch_spec):
     t = np.array([0.0, 100.0, 300.0])
     y = solve_states(switch_spec, {"k": 0.01, "fk": 3.0}, t, amt=1.0, onsets={"toci": 250.0})

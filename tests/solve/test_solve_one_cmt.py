@@ -109,10 +109,6 @@ def test_dose_time_shape_contract(spec):
     np.testing.assert_array_equal(c, a)  # the third dose (24 h) is after both output times
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckmodel/solve/numpy_solver.py:96 a 1-D dose_time "
-                   "is reshaped to (n, 1), i.e. read as one time per SUBJECT; with amt of shape "
-                   "(3, 3) and dose_time=[0, 12, 24] subject 2 gets all three doses at 24 h "
-                   "(silently), while n != 3 raises a broadcast error")
 def test_one_d_dose_times_with_two_d_amounts_are_per_dose_or_refused(spec):
     p = {k: np.full(3, v) for k, v in spec.typical_values().items()}
     t = np.array([0.0, 13.0, 30.0])

@@ -152,10 +152,6 @@ def test_expansion_biphasic_structure():
     assert spec.time_unit == "day"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckmodel/spec/parse.py:399 stores raw=dict(raw), a "
-                   "shallow copy: the spec shares nested tables with the caller's dictionary, so "
-                   "mutating that dictionary changes spec.hash() and to_toml() but not the parsed "
-                   "spec (the frozen spec is not immutable)")
 def test_spec_does_not_share_state_with_input_dict():
     raw = tomllib.loads(load_model("expansion_biphasic").to_toml())
     spec = spec_from_dict(raw)
@@ -166,10 +162,6 @@ def test_spec_does_not_share_state_with_input_dict():
     assert spec.hash() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckmodel/spec/toml_write.py:34 _key writes any "
-                   "str.isalnum() key bare, but TOML bare keys are ASCII only; names pass "
-                   "_name_ok (str.isidentifier accepts Unicode), so to_toml() of a model with a "
-                   "state named 'Ε' (Greek) is not valid TOML")
 def test_to_toml_round_trips_unicode_names():
     raw = tomllib.loads(load_model("expansion_biphasic").to_toml())
     for table in ("states", "odes", "dosing", "solution"):

@@ -94,9 +94,6 @@ def test_short_numbers_round_trip_exactly(text):
     assert Prior.parse(str(p)) == p and str(p) == text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckmodel/spec/prior.py:120 __str__ formats with "
-                   "'.6g', so Prior.parse(str(p)) != p for LogNormal(log(0.9), 0.5) (the "
-                   "class's own doctest at prior.py:56 fails); use repr(float) / '.17g'")
 def test_str_round_trip_is_exact():
     p = Prior.parse("LogNormal(log(0.9), 0.5)")
     assert Prior.parse(str(p)) == p
