@@ -11,13 +11,13 @@ Three independent routes to the same numbers, so that each checks the others:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.stats import binom
 
 from ckmodel.design.records import (
     Cohort,
@@ -244,6 +244,11 @@ def operating_characteristics(
     )
 
 
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """Binomial probabilities of 0..n DLTs (exact zeros at p = 0 and p = 1)."""
+    return np.array([math.comb(n, x) * p**x * (1.0 - p) ** (n - x) for x in range(n + 1)])
+
+
 def exact_operating_characteristics(
     rule: EscalationRule,
     true_dlt_probs: ArrayLike,
@@ -253,7 +258,8 @@ def exact_operating_characteristics(
     """Exact operating characteristics by enumerating every cohort outcome.
 
     Walks the tree of histories: at each one the rule asks for ``s`` patients at level ``k`` and
-    the branch for ``x`` DLTs has probability ``binom.pmf(x, s, p[k])``; stops are leaves.
+    the branch for ``x`` DLTs has probability ``comb(s, x) p[k]^x (1 - p[k])^(s - x)``; stops
+    are leaves.
     Works for any deterministic rule whose decisions depend on DLT counts only (not on toxicity
     grades). Histories are processed in order of patients treated; when the rule declares
     ``tally_sufficient = True`` (its decision depends on the history only through
@@ -305,7 +311,7 @@ def exact_operating_characteristics(
             assert level is not None and phase is not None
             pmf = pmfs.get((size, level))
             if pmf is None:
-                pmf = pmfs[(size, level)] = binom.pmf(np.arange(size + 1), size, probs[level])
+                pmf = pmfs[(size, level)] = _binom_pmf(size, float(probs[level]))
             bucket = buckets[treated + size]
             for n_dlt in np.flatnonzero(pmf > 0):
                 child = (*history, Cohort(level, size, int(n_dlt), phase=phase))

@@ -27,11 +27,20 @@ def test_switches_at_first_dlt_and_counts_the_trigger_patient(scripted):
     sampler = scripted({0: [0], 1: [0], 2: [1, 0, 0, 0, 0, 0], 3: [0, 0, 0]})
     res = run_escalation(AcceleratedTitration(then=ThreePlusThree()), sampler, 4, 40, rng=0)
     assert decisions(res) == [
-        D.ESCALATE, D.ESCALATE, D.SWITCH, D.STAY, D.ESCALATE, D.STOP_MTD_FOUND,
+        D.ESCALATE,
+        D.ESCALATE,
+        D.SWITCH,
+        D.STAY,
+        D.ESCALATE,
+        D.STOP_MTD_FOUND,
     ]
     assert [(c.level, c.n, c.n_dlt, c.phase) for c in res.cohorts] == [
-        (0, 1, 0, "ATD"), (1, 1, 0, "ATD"), (2, 1, 1, "ATD"), (2, 2, 0, "3+3"),
-        (2, 3, 0, "3+3"), (3, 3, 0, "3+3"),
+        (0, 1, 0, "ATD"),
+        (1, 1, 0, "ATD"),
+        (2, 1, 1, "ATD"),
+        (2, 2, 0, "3+3"),
+        (2, 3, 0, "3+3"),
+        (3, 3, 0, "3+3"),
     ]
     assert res.mtd == 3 and res.n_patients == 11
     assert res.patients["phase"].tolist() == ["ATD"] * 3 + ["3+3"] * 8
@@ -48,10 +57,15 @@ def test_trigger_level_too_toxic_de_escalates_to_an_atd_level(scripted):
     # DLT at level 2, 2/3 there -> level 1 has one ATD patient: 2 more, then 3 more -> MTD 1
     sampler = scripted({0: [0], 1: [0, 0, 0, 0, 1, 0], 2: [1, 1, 0]})
     res = run_escalation(AcceleratedTitration(), sampler, 4, 40, rng=0)
-    assert decisions(res) == [D.ESCALATE, D.ESCALATE, D.SWITCH, D.DE_ESCALATE, D.STAY,
-                              D.STOP_MTD_FOUND]
-    assert [(c.level, c.n) for c in res.cohorts] == [(0, 1), (1, 1), (2, 1), (2, 2), (1, 2),
-                                                     (1, 3)]
+    assert decisions(res) == [
+        D.ESCALATE,
+        D.ESCALATE,
+        D.SWITCH,
+        D.DE_ESCALATE,
+        D.STAY,
+        D.STOP_MTD_FOUND,
+    ]
+    assert [(c.level, c.n) for c in res.cohorts] == [(0, 1), (1, 1), (2, 1), (2, 2), (1, 2), (1, 3)]
     assert res.mtd == 1 and res.n_patients == 10
 
 
@@ -116,12 +130,12 @@ def test_callable_trigger_and_custom_follow_on_rule():
 
 def test_start_and_validation():
     step = next_decision([], AcceleratedTitration(start_level=1), n_levels=3)
-    assert (step.decision, step.next_level, step.cohort_size, step.phase) == (D.START, 1, 1,
-                                                                             "ATD")
+    assert (step.decision, step.next_level, step.cohort_size, step.phase) == (D.START, 1, 1, "ATD")
     with pytest.raises(ValueError, match="trigger"):
         AcceleratedTitration(trigger="grade2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="follows the switch"):
-        next_decision([Cohort(0, 3, 0, "3+3"), Cohort(1, 1, 0, "ATD")], AcceleratedTitration(),
-                      n_levels=3)
+        next_decision(
+            [Cohort(0, 3, 0, "3+3"), Cohort(1, 1, 0, "ATD")], AcceleratedTitration(), n_levels=3
+        )
     with pytest.raises(ValueError, match="min_grade"):
         ToxicityTrigger(min_grade=0)

@@ -19,11 +19,14 @@ from ckmodel.design import (
     Step,
     ThreePlusThree,
     bernoulli_sampler,
+    characteristics,
     next_decision,
+    records,
+    rules,
     run_escalation,
+    runner,
     tally_key,
 )
-from ckmodel.design import characteristics, records, rules, runner
 
 
 def test_public_namespace():
@@ -125,5 +128,9 @@ def test_tally_sufficient_rules_ignore_cohort_order(use_atd, probs, seed):
         a = next_decision(permuted, rule, n_levels=len(probs))
         b = res.steps[i]
         assert (a.decision, a.next_level, a.cohort_size, a.phase, a.mtd) == (
-            b.decision, b.next_level, b.cohort_size, b.phase, b.mtd,
+            b.decision,
+            b.next_level,
+            b.cohort_size,
+            b.phase,
+            b.mtd,
         )

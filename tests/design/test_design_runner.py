@@ -25,7 +25,15 @@ def test_patient_table_layout(scripted):
     res = run_escalation(AcceleratedTitration(), sampler, 3, 40, rng=5)
     df = res.patients
     assert list(df.columns) == [
-        "patient", "cohort", "phase", "level", "dlt", "grade", "decision", "next_level", "reason",
+        "patient",
+        "cohort",
+        "phase",
+        "level",
+        "dlt",
+        "grade",
+        "decision",
+        "next_level",
+        "reason",
     ]
     assert df["patient"].tolist() == list(range(1, 11))
     assert df["cohort"].tolist() == [1, 2, 3, 3, 4, 4, 4, 5, 5, 5]
@@ -46,8 +54,9 @@ def test_deterministic_for_a_seed():
     pd.testing.assert_frame_equal(runs[0].patients, runs[1].patients)
     assert runs[0].mtd == runs[1].mtd and runs[0].stop_reason == runs[1].stop_reason
     gen = run_escalation(rule, sampler, 5, 30, rng=np.random.default_rng(123))
-    pd.testing.assert_frame_equal(gen.patients.drop(columns=[]), runs[0].patients,
-                                  check_flags=False)
+    pd.testing.assert_frame_equal(
+        gen.patients.drop(columns=[]), runs[0].patients, check_flags=False
+    )
     others = [run_escalation(rule, sampler, 5, 30, rng=s).patients for s in range(5)]
     assert any(not o.equals(runs[0].patients) for o in others)
 
@@ -94,7 +103,9 @@ def test_bad_arguments():
 
 
 rules = st.builds(
-    ThreePlusThree, six_at_mtd=st.booleans(), six_at_top=st.booleans(),
+    ThreePlusThree,
+    six_at_mtd=st.booleans(),
+    six_at_top=st.booleans(),
     start_level=st.integers(0, 2),
 ) | st.builds(
     AcceleratedTitration,
@@ -106,8 +117,7 @@ rules = st.builds(
 @settings(max_examples=120, deadline=None)
 @given(
     rule=rules,
-    probs=st.lists(st.sampled_from([0.0, 0.05, 0.2, 0.35, 0.5, 0.8, 1.0]), min_size=3,
-                   max_size=7),
+    probs=st.lists(st.sampled_from([0.0, 0.05, 0.2, 0.35, 0.5, 0.8, 1.0]), min_size=3, max_size=7),
     max_patients=st.integers(0, 45),
     seed=st.integers(0, 2**32 - 1),
 )

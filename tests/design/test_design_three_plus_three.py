@@ -21,8 +21,12 @@ def test_brief_sequence_escalate_expand_escalate_then_mtd_below(scripted):
     assert res.mtd == 1
     assert res.stop is D.STOP_MTD_FOUND
     assert res.n_patients == 12 and res.n_dlt == 3
-    assert [(c.level, c.n, c.n_dlt) for c in res.cohorts] == [(0, 3, 0), (1, 3, 1), (1, 3, 0),
-                                                               (2, 3, 2)]
+    assert [(c.level, c.n, c.n_dlt) for c in res.cohorts] == [
+        (0, 3, 0),
+        (1, 3, 1),
+        (1, 3, 0),
+        (2, 3, 2),
+    ]
     assert res.stop_reason == (
         "level 2: 2/3 DLT exceeds the MTD; level 1 has 1/6 DLT -> MTD = level 1"
     )
@@ -67,7 +71,12 @@ def test_de_escalation_chain_down_to_level_zero(scripted):
     sampler = scripted({0: [0, 0, 0, 1, 0, 0], 1: [0, 0, 0, 1, 1, 0], 2: [1, 0, 0, 0, 1, 0]})
     res = run_escalation(ThreePlusThree(), sampler, 3, 30, rng=0)
     assert decisions(res) == [
-        D.ESCALATE, D.ESCALATE, D.STAY, D.DE_ESCALATE, D.DE_ESCALATE, D.STOP_MTD_FOUND,
+        D.ESCALATE,
+        D.ESCALATE,
+        D.STAY,
+        D.DE_ESCALATE,
+        D.DE_ESCALATE,
+        D.STOP_MTD_FOUND,
     ]
     assert [c.level for c in res.cohorts] == [0, 1, 2, 2, 1, 0]
     assert res.mtd == 0 and res.n_patients == 18
