@@ -42,9 +42,13 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
                              target_accept=target_accept)
     with model:
         if sampler == "pymc":
-            return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
-                             random_seed=seed, target_accept=target_accept,
-                             progressbar=progressbar, compute_convergence_checks=False)
+            with warnings.catch_warnings():
+                # early mass-matrix adaptation can overflow harmlessly inside PyMC
+                warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                        module="pymc.step_methods")
+                return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                                 random_seed=seed, target_accept=target_accept,
+                                 progressbar=progressbar, compute_convergence_checks=False)
         if sampler in ("numpyro", "blackjax"):
             try:
                 import jax  # noqa: F401

@@ -129,8 +129,8 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     ts = pt.as_tensor_variable(grid[:-1])
     hs = pt.as_tensor_variable(np.diff(grid))
     theta = pt.as_tensor_variable(theta)
-    traj, _ = pytensor.scan(step, sequences=[ts, hs], outputs_info=[y0], non_sequences=[theta],
-                            strict=True)
+    traj = pytensor.scan(step, sequences=[ts, hs], outputs_info=[y0], non_sequences=[theta],
+                         strict=True, return_updates=False)
     traj = pt.concatenate([y0[None], traj], axis=0)  # (n_grid, n_states, n_subjects)
     gidx = np.searchsorted(grid, pdata.time)
     out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}

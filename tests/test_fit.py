@@ -1,0 +1,186 @@
+"""Hierarchical fits: recovery, saved-fit round trip, cross-sampler agreement, diagnostics."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import h5netcdf
+import numpy as np
+import pytest
+
+from ckmodel.errors import ConvergenceWarning, DatasetError, FitMismatchError
+from ckmodel.fitted import load_fit
+
+RECOVERED = ("rho", "tmax", "alpha", "f0")
+
+
+def test_typical_values_recovered(sim_data, small_fit):
+    """Typical values recovered, with two oracles.
+
+    The posterior of a typical value centres on the geometric mean of the 24 subjects actually
+    drawn (which differs from the generating value by ~omega/sqrt(24) = 0.06-0.14 on the log
+    scale), so that realised value must lie in the 90% CrI. The generating value must lie in
+    the 99% CrI, and the median within 30% of it (2-4 such SE).
+    """
+    _, truth = sim_data
+    post = small_fit.posterior
+    realised = np.exp(np.log(truth["params"]).mean())
+    for p in RECOVERED:
+        draws = post[f"{p}_pop"].values.ravel()
+        lo, hi = np.quantile(draws, [0.05, 0.95])
+        assert lo < realised[p] < hi, (p, lo, hi, realised[p])
+        lo, hi = np.quantile(draws, [0.005, 0.995])
+        assert lo < truth["typical"][p] < hi, (p, lo, hi, truth["typical"][p])
+        assert np.median(draws) == pytest.approx(truth["typical"][p], rel=0.3)
+    sigma = post["sigma_PB_QPCR"].values.ravel()
+    assert np.quantile(sigma, 0.05) < 0.4 < np.quantile(sigma, 0.95)
+
+
+def test_inference_data_groups_and_dims(small_fit, sim_data):
+    data, _ = sim_data
+    idata = small_fit.idata
+    for g in ("posterior", "sample_stats", "posterior_predictive", "log_likelihood",
+              "observed_data", "constant_data"):
+        assert hasattr(idata, g), g
+    theta = small_fit.individual_parameters()
+    assert theta.dims == ("chain", "draw", "subject", "parameter")
+    assert list(theta.subject.values) == list(data.subjects)
+    n_obs = int((data.observations["ANALYTE"] == "PB_QPCR").sum())
+    assert idata.posterior_predictive["y_PB_QPCR"].dims[-1] == "obs_PB_QPCR"
+    assert idata.log_likelihood["y_PB_QPCR"].sizes["obs_PB_QPCR"] == n_obs
+    assert set(idata.constant_data["subject_PB_QPCR"].values) == set(data.subjects)
+    # censored records have finite log-likelihood P(y < LLOQ) <= 0
+    blq = idata.constant_data["blq_PB_QPCR"].values.astype(bool)
+    assert blq.any()
+    ll = idata.log_likelihood["y_PB_QPCR"].values[..., blq]
+    assert np.all(np.isfinite(ll)) and np.all(ll <= 0)
+
+
+def test_meta_records_reproducibility_facts(small_fit, sim_data):
+    data, _ = sim_data
+    meta = small_fit.meta
+    assert meta["seed"] == 2 and meta["sampler"] == "nutpie"
+    assert meta["data_hash"] == data.hash()
+    assert meta["spec_hash"] == small_fit.spec.hash()
+    assert {"pymc", "pytensor", "numpy", "arviz"} <= set(meta["versions"])
+    assert "divergences" in meta["convergence"]
+
+
+def test_summary_table(small_fit):
+    table = small_fit.summary()
+    assert {"rho", "tmax", "omega_rho", "sigma_PB_QPCR"} <= set(table.index)
+    row = table.loc["rho"]
+    assert row["unit"] == "1/day" and row["lower"] < row["median"] < row["upper"]
+    om = table.loc["omega_rho"]
+    assert om["cv_percent"] == pytest.approx(np.sqrt(np.expm1(om["median"] ** 2)) * 100,
+                                             rel=0.05)
+    assert np.isfinite(table.loc["rho", "r_hat"])
+
+
+def test_save_load_round_trip(small_fit, sim_data, tmp_path):
+    data, _ = sim_data
+    path = small_fit.save(tmp_path / "fit.nc")
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert path.stat().st_size < 20e6
+    back = load_fit(path, model="expansion_biphasic", data=data)
+    np.testing.assert_allclose(back.posterior["rho_pop"].values,
+                               small_fit.posterior["rho_pop"].values)
+    assert back.data.hash() == data.hash()
+    assert back.spec.hash() == small_fit.spec.hash()
+    assert back.meta["seed"] == 2
+    s1, s2 = small_fit.summary(), back.summary()
+    np.testing.assert_allclose(s1["median"].to_numpy(), s2["median"].to_numpy(), rtol=1e-6)
+
+
+def test_load_refuses_mismatches(small_fit, tmp_path):
+    from ckmodel.testing import simulate_ckdata
+
+    path = small_fit.save(tmp_path / "fit.nc")
+    with pytest.raises(FitMismatchError, match="model"):
+        load_fit(path, model="expansion_lag_biphasic")
+    other, _ = simulate_ckdata("expansion_biphasic", n=3, seed=99)
+    with pytest.raises(FitMismatchError, match="different data"):
+        load_fit(path, data=other)
+    # an edited spec no longer matches its stored hash
+    with h5netcdf.File(path, "a") as f:
+        grp = f["posterior"]
+        text = grp.attrs["ckmodel_spec_toml"]
+        grp.attrs["ckmodel_spec_toml"] = text.replace("value = 9.3", "value = 9.4")
+    with pytest.raises(FitMismatchError, match="altered"):
+        load_fit(path)
+
+
+def test_cross_sampler_agreement(sim_data, small_fit):
+    """PyMC's NUTS and nutpie give the same posterior within Monte-Carlo error."""
+    from ckmodel._arviz import az
+    from ckmodel.fit import fit
+
+    data, _ = sim_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        other = fit(data, "expansion_biphasic", sampler="pymc", draws=400, tune=400, chains=2,
+                    seed=3, progressbar=False, cores=1, posterior_predictive=False,
+                    log_likelihood=False)
+    for v in ("log_rho", "log_tmax", "log_alpha", "sigma_PB_QPCR"):
+        s1 = az.summary(small_fit.idata, var_names=[v])
+        s2 = az.summary(other.idata, var_names=[v])
+        diff = abs(s1["mean"].iloc[0] - s2["mean"].iloc[0])
+        # 5 combined Monte-Carlo standard errors, plus 2% of the posterior SD for the
+        # MCSE estimate's own noise at these small ESS
+        tol = 5 * np.hypot(s1["mcse_mean"].iloc[0], s2["mcse_mean"].iloc[0]) + \
+            0.02 * s1["sd"].iloc[0]
+        assert diff < tol, (v, diff, tol)
+
+
+def test_prepare_counts_exclusions_and_rejects_unknown_analytes(sim_data):
+    from ckmodel.population import prepare
+    from ckmodel.spec import load_model
+
+    data, _ = sim_data
+    spec = load_model("expansion_biphasic")
+    m3 = prepare(data, spec)
+    m1 = prepare(data, spec, blq_method="M1")
+    n_blq = int(m3.blq.sum())
+    assert n_blq > 0 and m1.excluded["BLQ (M1: dropped)"] == n_blq
+    assert m1.n_obs == m3.n_obs - n_blq
+    with pytest.raises(DatasetError, match="no output"):
+        prepare(data, spec, analytes=["BM_QPCR"])
+
+
+def test_closed_form_and_ode_log_density_agree(sim_data):
+    """The PyTensor RK4 (steps <= 0.05 d) reproduces the closed-form log density."""
+    from ckmodel.population import PopulationOptions, build_model, prepare
+    from ckmodel.population.ode import ODEOptions
+    from ckmodel.spec import load_model
+    from ckmodel.testing import simulate_ckdata
+
+    data, _ = simulate_ckdata("expansion_biphasic", n=4, seed=8)
+    spec = load_model("expansion_biphasic")
+    pdata = prepare(data, spec)
+    closed = build_model(spec, pdata)
+    ode = build_model(spec, pdata, options=PopulationOptions(
+        method="ode", ode=ODEOptions(max_step=((35.0, 0.05), (100.0, 0.5), (np.inf, 2.0)))))
+    point = closed.initial_point()
+    rng = np.random.default_rng(1)
+    point = {k: v + 0.2 * rng.standard_normal(np.shape(v)) for k, v in point.items()}
+    a = closed.compile_logp()(point)
+    b = ode.compile_logp()(point)
+    # RK4 global error ~ (h rho)^4 over ~30 days of expansion/contraction: < 1e-3 in log p
+    assert b == pytest.approx(a, abs=1e-3)
+
+
+def test_convergence_warning_is_loud():
+    from ckmodel._arviz import az
+    from ckmodel.convergence import check_convergence
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(
+        posterior={"a": rng.normal(size=(2, 50)) + np.array([[0.0], [3.0]])},
+        sample_stats={"diverging": np.r_[np.zeros(45), np.ones(5)][None].repeat(2, 0) > 0,
+                      "tree_depth": np.full((2, 50), 10)})
+    with pytest.warns(ConvergenceWarning, match="divergent") as rec:
+        out = check_convergence(idata)
+    assert len(rec) == 1 and not out["ok"]
+    assert out["divergences"] == 10 and out["treedepth_hits"] == 100
+    assert out["max_rhat"] > 1.01
