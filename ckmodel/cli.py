@@ -26,7 +26,7 @@ from ckmodel.errors import CKModelError, DatasetError, FitMismatchError, ModelSp
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cellular kinetics of CAR-T therapies: check, NCA, simulate, fit, "
                        "summarise.")
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 log = logging.getLogger("ckmodel")
 
@@ -58,11 +58,18 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fail(exc: Exception, code: int = 1) -> None:

@@ -132,6 +132,9 @@ class Fit:
         os.close(fd)
         try:
             idata.to_netcdf(tmp, engine="h5netcdf")
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sps
+import sympy as sp
 from scipy import special
 from scipy.integrate import solve_ivp
 
@@ -65,8 +66,14 @@ class _Compiled:
         self.odes = [compile_expr(spec.odes[s]) for s in spec.state_names]
         self.dosing = {s: compile_expr(e) for s, e in spec.dosing.items()}
         self.initial = {s: compile_expr(e) for s, e in spec.initial.items()}
-        self.solution = (None if spec.solution is None else
-                         [compile_expr(spec.solution[s]) for s in spec.state_names])
+        self.solution = None
+        self.shared: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = []
+        if spec.solution is not None:
+            # evaluate sub-expressions shared by the states' closed forms once
+            repl, reduced = sp.cse([spec.solution[s] for s in spec.state_names],
+                                   symbols=sp.numbered_symbols("_cse", real=True))
+            self.shared = [(str(sym), compile_expr(e)) for sym, e in repl]
+            self.solution = [compile_expr(e) for e in reduced]
         self.outputs = {o.name: compile_expr(o.value) for o in spec.outputs}
 
 
@@ -248,6 +255,8 @@ def _closed(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.nda
         after = tau >= 0
         with np.errstate(over="ignore", invalid="ignore"):
             e = dict(col, t=np.where(after, tau, 0.0), AMT=np.where(valid, a, 0.0)[:, None])
+            for name, g in comp.shared:
+                e[name] = g(e)
             for i, f in enumerate(comp.solution):
                 total[:, i, :] += np.where(after, np.broadcast_to(f(e), tau.shape), 0.0)
         started |= after
