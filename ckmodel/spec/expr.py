@@ -214,19 +214,26 @@ def _np_softplus(x: Any) -> Any:
     return np.logaddexp(0.0, x)
 
 
+#: Upper bound on exponents in the fitting backends: exp(700) ~ 1e304 stays finite, so a wild
+#: proposal (e.g. rho * t with t = 365 d) gives a finite, very unlikely prediction instead of inf
+#: and NaN gradients; values in any plausible region are far below the bound.
+EXP_CLIP = 700.0
+
+
 def _pt_backend() -> dict[str, Callable[..., Any]]:
     import pytensor.tensor as pt
 
-    return {"exp": pt.exp, "log": pt.log, "sqrt": pt.sqrt, "sigmoid": pt.sigmoid,
-            "softplus": pt.softplus, "abs": pt.abs}
+    return {"exp": lambda x: pt.exp(pt.minimum(x, EXP_CLIP)), "log": pt.log, "sqrt": pt.sqrt,
+            "sigmoid": pt.sigmoid, "softplus": pt.softplus, "abs": pt.abs}
 
 
 def _jax_backend() -> dict[str, Callable[..., Any]]:
     import jax
     import jax.numpy as jnp
 
-    return {"exp": jnp.exp, "log": jnp.log, "sqrt": jnp.sqrt, "sigmoid": jax.nn.sigmoid,
-            "softplus": jax.nn.softplus, "abs": jnp.abs}
+    return {"exp": lambda x: jnp.exp(jnp.minimum(x, EXP_CLIP)), "log": jnp.log,
+            "sqrt": jnp.sqrt, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus,
+            "abs": jnp.abs}
 
 
 #: Backend function tables, built lazily (PyTensor and JAX are imported only when used).

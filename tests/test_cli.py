@@ -1,0 +1,112 @@
+"""The command line through its real entry point (the installed ``ckmodel`` script)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL = ROOT / "data" / "example_trial"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("ckmodel")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "ckmodel.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_check_clean_file_exits_0():
+    res = run("check", str(TRIAL / "ck.csv"), "--outcomes", str(TRIAL / "outcomes.csv"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "OK" in res.stdout and "1 warning" in res.stdout
+
+
+def test_check_broken_file_lists_every_problem(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,TIME,EVID,AMT,ANALYTE,DV,LLOQ,BLQ\n"
+                   "1,0,1,1,.,.,.,0\n"
+                   "1,-2,0,.,PB_QPCR,100,50,0\n"       # line 3: negative time
+                   "1,7,0,.,PB_QPCR,abc,50,0\n"        # line 4: non-numeric DV
+                   "1,14,0,.,PB_QPCR,.,.,1\n"          # line 5: BLQ without LLOQ
+                   "2,7,0,.,XX_QPCR,100,50,0\n")       # line 6: unknown analyte, no dose
+    res = run("check", str(bad))
+    assert res.returncode == 1
+    out = res.stdout
+    for line in ("3", "4", "5", "6"):
+        assert f"│ {line} " in out or f"| {line} " in out or f" {line} " in out
+    assert "XX_QPCR" in out and "TIME" in out and "LLOQ" in out
+    assert "Traceback" not in res.stderr
+
+
+def test_nca_writes_table_and_summary(tmp_path):
+    out = tmp_path / "nca.csv"
+    res = run("nca", str(TRIAL / "ck.csv"), "-o", str(out), "--by", "DOSE_LEVEL",
+              "--window", "0,28", "--window", "0,84")
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(out)
+    assert {"CMAX", "TMAX", "AUC0_28", "AUC0_84", "LAMZHL"} <= set(table.columns)
+    summ = pd.read_csv(tmp_path / "nca_summary.csv")
+    assert "GEOMEAN" in summ.columns and "DOSE_LEVEL" in summ.columns
+
+
+def test_models_lists_catalog_and_shows_one():
+    res = run("models")
+    assert res.returncode == 0
+    for name in ("expansion_biphasic", "blood_marrow", "antigen_driven", "qpcr_flow_link",
+                 "one_cmt_oral"):
+        assert name in res.stdout
+    res = run("models", "expansion_biphasic")
+    assert res.returncode == 0 and "\\frac{dE}{dt}" in res.stdout
+    res = run("models", "no_such_model")
+    assert res.returncode == 1 and "no catalog model" in res.stderr
+
+
+def test_simulate_writes_netcdf(tmp_path):
+    out = tmp_path / "sims.nc"
+    res = run("simulate", "--model", "expansion_biphasic", "--dose", "1", "--dose", "3",
+              "--n", "5", "--seed", "4", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["subject"] == 10 and ds.attrs["seed"] == 4
+        assert set(ds.dims) >= {"subject", "time", "analyte"}
+
+
+def test_summary_of_saved_fit(small_fit, tmp_path):
+    path = small_fit.save(tmp_path / "fit.nc")
+    res = run("summary", str(path), "--csv", str(tmp_path / "s.csv"))
+    assert res.returncode == 0, res.stderr
+    assert "rho" in res.stdout and "omega_rho" in res.stdout
+    table = pd.read_csv(tmp_path / "s.csv", index_col=0)
+    assert table.loc["tmax", "unit"] == "day"
+    res = run("summary", str(tmp_path / "missing.nc"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+
+
+def test_fit_command_quick_advi(tmp_path):
+    out = tmp_path / "fit.nc"
+    res = run("fit", str(TRIAL / "ck.csv"), "--model", "expansion_biphasic", "-o", str(out),
+              "--sampler", "advi", "--draws", "50", "--tune", "50", "--chains", "1",
+              "--seed", "3", "--covariate", "f0 ~ log(BM_BLAST_PCT)")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert out.exists() and "f0~log(BM_BLAST_PCT)" in res.stdout
+
+
+@pytest.mark.parametrize("args", [["fit", "nope.csv"], ["nca", "nope.csv"],
+                                  ["simulate", "--model", "nope"]])
+def test_bad_inputs_give_clear_errors(args, tmp_path):
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "error" in (res.stderr + res.stdout).lower()
+
+
+def test_demo_without_fit(tmp_path):
+    res = run("demo", "--out", str(tmp_path / "demo"), "--no-fit")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "demo" / "profiles.png").stat().st_size > 10_000
+    assert len(pd.read_csv(tmp_path / "demo" / "nca.csv")) > 30
