@@ -1,11 +1,26 @@
 """ckmodel: cellular kinetics of CAR-T cell therapies.
 
-Load and check NONMEM-style CK data, describe it by NCA, fit ODE-based models hierarchically with
-PyMC, and carry the posterior to exposure-response and dose selection.
+Load and check NONMEM-style CK data, describe it by NCA, simulate and fit ODE-based models
+hierarchically with PyMC, and carry the posterior to exposure-response and dose selection.
+
+The public API is listed in ``__all__``; heavy parts (PyMC fitting, plotting) are imported
+lazily on first use, so ``import ckmodel`` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from ckmodel.data import CKData, check_ck, read_ck
+from ckmodel.design import (
+    AcceleratedTitration,
+    Cohort,
+    Decision,
+    ThreePlusThree,
+    operating_characteristics,
+    run_escalation,
+)
 from ckmodel.errors import (
     CKModelError,
     ConvergenceWarning,
@@ -16,11 +31,59 @@ from ckmodel.errors import (
     Problem,
     SolverError,
 )
+from ckmodel.nca import nca, nca_summary
+from ckmodel.simulate import simulate
+from ckmodel.solve import SolverOptions, evaluate_outputs, solve_states
+from ckmodel.spec import ModelSpec, Prior, list_models, load_model
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "fit": "ckmodel.fit",
+    "Fit": "ckmodel.fitted",
+    "load_fit": "ckmodel.fitted",
+    "PopulationOptions": "ckmodel.population.model",
+    "ODEOptions": "ckmodel.population.ode",
+    "plot_profiles": "ckmodel.plots",
+    "plot_profiles_by_subject": "ckmodel.plots",
+    "simulate_ckdata": "ckmodel.testing",
+}
+
 __all__ = [
     "__version__",
+    # data
+    "CKData",
+    "check_ck",
+    "read_ck",
+    # description
+    "nca",
+    "nca_summary",
+    "plot_profiles",
+    "plot_profiles_by_subject",
+    # models and simulation
+    "ModelSpec",
+    "Prior",
+    "list_models",
+    "load_model",
+    "SolverOptions",
+    "solve_states",
+    "evaluate_outputs",
+    "simulate",
+    "simulate_ckdata",
+    # fitting
+    "fit",
+    "Fit",
+    "load_fit",
+    "PopulationOptions",
+    "ODEOptions",
+    # dose escalation
+    "AcceleratedTitration",
+    "Cohort",
+    "Decision",
+    "ThreePlusThree",
+    "operating_characteristics",
+    "run_escalation",
+    # errors and warnings
     "CKModelError",
     "ConvergenceWarning",
     "DatasetError",
@@ -30,3 +93,16 @@ __all__ = [
     "Problem",
     "SolverError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ckmodel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
