@@ -4,7 +4,9 @@ Load and check NONMEM-style CK data, describe it by NCA, simulate and fit ODE-ba
 hierarchically with PyMC, and carry the posterior to exposure-response and dose selection.
 
 The public API is listed in ``__all__``; heavy parts (PyMC fitting, plotting) are imported
-lazily on first use, so ``import ckmodel`` stays fast.
+lazily on first use, so ``import ckmodel`` stays fast. Functions named like their module
+(``ckmodel.nca.nca``, ``ckmodel.simulate.simulate``) are not re-exported here, so that
+``ckmodel.nca`` and ``ckmodel.simulate`` always are the modules.
 """
 
 from __future__ import annotations
@@ -31,15 +33,14 @@ from ckmodel.errors import (
     Problem,
     SolverError,
 )
-from ckmodel.nca import nca, nca_summary
-from ckmodel.simulate import simulate
+from ckmodel.nca import nca_summary
 from ckmodel.solve import SolverOptions, evaluate_outputs, solve_states
 from ckmodel.spec import ModelSpec, Prior, list_models, load_model
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": "ckmodel.fit",
+    "fit": "ckmodel.fitting",
     "Fit": "ckmodel.fitted",
     "load_fit": "ckmodel.fitted",
     "PopulationOptions": "ckmodel.population.model",
@@ -55,8 +56,7 @@ __all__ = [
     "CKData",
     "check_ck",
     "read_ck",
-    # description
-    "nca",
+    # description (NCA itself: ckmodel.nca.nca; the module keeps its name)
     "nca_summary",
     "plot_profiles",
     "plot_profiles_by_subject",
@@ -68,7 +68,6 @@ __all__ = [
     "SolverOptions",
     "solve_states",
     "evaluate_outputs",
-    "simulate",
     "simulate_ckdata",
     # fitting
     "fit",

@@ -256,7 +256,7 @@ def fit(
     blq_method: Annotated[str, typer.Option(help="M3 (censored) or M1 (drop)")] = "M3",
 ) -> None:
     """Fit a model hierarchically (PyMC) and save the fit."""
-    from ckmodel.fit import fit as run_fit
+    from ckmodel.fitting import fit as run_fit
     from ckmodel.population.model import PopulationOptions
 
     try:
@@ -352,7 +352,7 @@ def demo(
     console.print(f"plots: {out / 'profiles.png'}")
     if not fit_model:
         return
-    from ckmodel.fit import fit as run_fit
+    from ckmodel.fitting import fit as run_fit
 
     t0 = time.perf_counter()
     result = run_fit(ck, "expansion_biphasic", draws=draws, tune=tune, chains=chains, seed=seed,

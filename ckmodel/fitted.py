@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -81,6 +82,51 @@ class Fit:
     def individual_parameters(self) -> xr.DataArray:
         """Posterior of the individual parameters, dims (chain, draw, subject, parameter)."""
         return self.posterior["theta"]
+
+    def predict(self, times: Any = None, *, n_draws: int = 200,
+                quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """Individual predictions on a dense time grid, computed on demand from the posterior.
+
+        Parameters
+        ----------
+        times : array, optional
+            Times (model time unit) since the dose (default 0-365 days, dense early).
+        n_draws : int
+            Posterior draws used (evenly thinned over chains and draws; deterministic).
+        quantiles : tuple of float
+            Quantiles of the individual prediction over the posterior.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``pred`` with dims (``quantile``, ``subject``, ``analyte``, ``time``): the
+            noise-free model prediction of each subject (IPRED band).
+        """
+        from ckmodel.simulate import DEFAULT_TIMES
+        from ckmodel.solve import evaluate_outputs, solve_states
+
+        t = np.asarray(DEFAULT_TIMES if times is None else times, dtype=float)
+        theta = self.posterior["theta"].stack(sample=("chain", "draw"))
+        idx = np.unique(np.linspace(0, theta.sizes["sample"] - 1, n_draws).astype(int))
+        th = theta.isel(sample=idx).transpose("sample", "subject", "parameter").values
+        n_s, n_sub, _ = th.shape
+        subjects = [str(s) for s in theta.subject.values]
+        params = {p: th[:, :, j].ravel() for j, p in enumerate(self.spec.param_names)}
+        doses = self.data.doses.groupby("ID")["AMT"].first() if self.data is not None else None
+        amt = np.tile(doses.reindex(subjects).to_numpy(float), n_s) if doses is not None else 1.0
+        covs = {}
+        if self.spec.covariates and self.data is not None:
+            cov = self.data.covariates.reindex(subjects)
+            covs = {c: np.tile(cov[c].to_numpy(float), n_s) for c in self.spec.covariates}
+        states = solve_states(self.spec, params, t, amt=amt, covariates=covs)
+        pred = evaluate_outputs(self.spec, states, params, t, covs)
+        analytes = list(self.spec.output_names)
+        arr = np.stack([pred[a].reshape(n_s, n_sub, t.size) for a in analytes], axis=2)
+        q = np.quantile(arr, quantiles, axis=0)
+        return xr.Dataset({"pred": (("quantile", "subject", "analyte", "time"), q)},
+                          coords={"quantile": list(quantiles), "subject": subjects,
+                                  "analyte": analytes, "time": t},
+                          attrs={"model": self.spec.name, "n_draws": int(idx.size)})
 
     def diagnostics(self) -> pd.DataFrame:
         """R-hat and ESS of the population-level parameters."""

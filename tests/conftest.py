@@ -21,7 +21,7 @@ def sim_data():
 @pytest.fixture(scope="session")
 def small_fit(sim_data):
     """A real nutpie fit of the simulated data (2 chains x 400 draws, seeded)."""
-    from ckmodel.fit import fit
+    from ckmodel.fitting import fit
 
     data, _ = sim_data
     with warnings.catch_warnings():

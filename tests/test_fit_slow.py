@@ -1,0 +1,108 @@
+"""Long recovery and calibration runs (``python -m pytest -m slow``)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ckmodel.errors import ConvergenceWarning
+
+pytestmark = pytest.mark.slow
+TRIAL = Path(__file__).resolve().parents[1] / "data" / "example_trial"
+
+
+def _fit(*args, **kw):
+    from ckmodel.fitting import fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit(*args, progressbar=False, **kw)
+
+
+def test_example_trial_recovery_blood_marrow():
+    """Joint blood + marrow qPCR + flow fit of the example trial recovers its truth.
+
+    30 patients; the well-informed expansion/contraction values (rho, tmax, alpha) and the
+    blast-burden covariate must sit inside the 95% CrI and medians within 25% (rho, tmax,
+    alpha: about 3 SE at omega ~0.1-0.3 and n = 30).
+    """
+    from ckmodel.data import read_ck
+
+    truth = json.loads((TRIAL / "truth.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = read_ck(TRIAL / "ck.csv", outcomes=TRIAL / "outcomes.csv")
+    res = _fit(data, "blood_marrow", draws=500, tune=700, chains=4, seed=11,
+               covariates=["f0 ~ log(BM_BLAST_PCT / 30)"], target_accept=0.95)
+    post = res.posterior
+    for p in ("rho", "tmax", "alpha"):
+        draws = post[f"{p}_pop"].values.ravel()
+        lo, hi = np.quantile(draws, [0.025, 0.975])
+        assert lo < truth["typical"][p] < hi, (p, lo, hi)
+        assert np.median(draws) == pytest.approx(truth["typical"][p], rel=0.25)
+    beta = post["beta"].values.reshape(-1, post["beta"].shape[-1])[:, 0]
+    lo, hi = np.quantile(beta, [0.025, 0.975])
+    assert lo < 0.6 < hi
+
+
+def test_stein_2019_typical_values_reproduced():
+    """Data simulated at the Stein 2019 typical values give back their derived quantities."""
+    from ckmodel.testing import simulate_ckdata
+
+    data, _ = simulate_ckdata("expansion_biphasic", n=20, dose=[1.0, 3.1], seed=2019,
+                              sigma={"PB_QPCR": 0.56})
+    res = _fit(data, "expansion_biphasic", draws=500, tune=700, chains=4, seed=3)
+    post = res.posterior
+    doubling = np.log(2) / post["rho_pop"].values.ravel()
+    t_half = np.log(2) / post["alpha_pop"].values.ravel()
+    assert np.median(doubling) == pytest.approx(0.78, rel=0.2)
+    assert np.median(t_half) == pytest.approx(4.3, rel=0.25)
+    assert np.median(post["tmax_pop"].values) == pytest.approx(9.3, rel=0.15)
+
+
+def test_simulation_based_calibration_ranks_uniform():
+    """SBC (Talts et al. 2018): ranks of the true log typical values among thinned posterior
+    draws are uniform. 24 replications of 8 subjects; chi-square test on 4 rank bins at
+    alpha = 0.001 per parameter (loose: few replications, so only gross miscalibration fails).
+    """
+    from ckmodel.spec import load_model
+    from ckmodel.testing import simulate_ckdata
+
+    spec = load_model("expansion_biphasic")
+    rng = np.random.default_rng(7)
+    names = ("rho", "tmax", "alpha")
+    ranks = {p: [] for p in names}
+    n_rep, n_keep = 24, 99
+    for r in range(n_rep):
+        typical = {p.name: float(p.prior.sample(rng)) for p in spec.parameters}
+        data, _ = simulate_ckdata(spec, n=8, dose=[1.0, 3.0], seed=100 + r, typical=typical)
+        res = _fit(data, spec, draws=300, tune=400, chains=2, seed=r,
+                   posterior_predictive=False, log_likelihood=False)
+        for p in names:
+            draws = res.posterior[f"{p}_pop"].values.ravel()
+            keep = draws[np.linspace(0, draws.size - 1, n_keep).astype(int)]
+            ranks[p].append(int(np.sum(keep < typical[p])))
+    for p in names:
+        counts = np.histogram(ranks[p], bins=4, range=(0, n_keep + 1))[0]
+        assert stats.chisquare(counts).pvalue > 1e-3, (p, counts)
+
+
+def test_ode_fit_of_antigen_driven_runs_and_recovers_kp():
+    """The PyTensor RK4 path samples the 5-state antigen-driven model (small, short run)."""
+    from ckmodel.population import PopulationOptions
+    from ckmodel.testing import simulate_ckdata
+
+    data, truth = simulate_ckdata("antigen_driven", n=6, dose=[1.0, 2.0], seed=4,
+                                  times=(1, 4, 7, 10, 14, 21, 28, 56, 84),
+                                  covariates={"BM_BLAST_PCT": 40.0})
+    res = _fit(data, "antigen_driven", draws=150, tune=200, chains=2, seed=1,
+               analytes=["PB_QPCR"], options=PopulationOptions(method="ode"))
+    kp = res.posterior["kp_pop"].values.ravel()
+    assert np.all(np.isfinite(kp))
+    lo, hi = np.quantile(kp, [0.01, 0.99])
+    assert lo < truth["typical"]["kp"] < hi
