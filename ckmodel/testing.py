@@ -84,6 +84,7 @@ def simulate_ckdata(
     for k, v in (covariates or {}).items():
         cov[k] = np.broadcast_to(np.asarray(v, dtype=float), (len(subj),))
     data = CKData.from_frames(obs, doses, cov.set_index("ID"),
+                              analytes={o.name: o.unit for o in spec.outputs},
                               source=f"simulated from {spec.name} (seed {seed})")
     params = pd.DataFrame(ds["params"].values, index=subj, columns=list(spec.param_names))
     truth = {"params": params, "typical": dict(spec.typical_values(), **(typical or {})),
