@@ -55,10 +55,11 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
             except ImportError:
                 raise ImportError(f"sampler='{sampler}' needs JAX: pip install "
                                   "'ckmodel[jax]'") from None
+            method = "sequential" if sampler == "numpyro" else "vectorized"
             return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
                              nuts_sampler=sampler, target_accept=target_accept,
                              progressbar=progressbar, compute_convergence_checks=False,
-                             nuts_sampler_kwargs={"chain_method": "sequential"})
+                             nuts_sampler_kwargs={"chain_method": method})
         if sampler == "advi":
             approx = pm.fit(n=max(10 * tune, 5000), method="advi", random_seed=seed,
                             progressbar=progressbar)

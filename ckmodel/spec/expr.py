@@ -223,8 +223,14 @@ EXP_CLIP = 700.0
 def _pt_backend() -> dict[str, Callable[..., Any]]:
     import pytensor.tensor as pt
 
+    def softplus(x: Any) -> Any:
+        # (x + |x|)/2 + log1p(exp(-|x|)): finite value and gradient everywhere (0.5 at x = 0),
+        # on every backend (PyTensor's own softplus has a non-finite gradient once lowered to JAX)
+        ax = pt.abs(x)
+        return 0.5 * (x + ax) + pt.log1p(pt.exp(-ax))
+
     return {"exp": lambda x: pt.exp(pt.minimum(x, EXP_CLIP)), "log": pt.log, "sqrt": pt.sqrt,
-            "sigmoid": pt.sigmoid, "softplus": pt.softplus, "abs": pt.abs}
+            "sigmoid": pt.sigmoid, "softplus": softplus, "abs": pt.abs}
 
 
 def _jax_backend() -> dict[str, Callable[..., Any]]:
