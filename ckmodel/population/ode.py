@@ -36,9 +36,18 @@ class ODEOptions:
         ``(until, h)`` pairs: steps are at most ``h`` up to time ``until`` (model time unit);
         beyond the last ``until`` the last ``h`` applies. Default: 0.25 d to day 35 (expansion
         and early contraction), 1 d to day 100, 5 d after.
+    solver : {"kernel", "scan"}
+        ``"kernel"`` (default): compiled numba RK4 with its exact discrete adjoint, wrapped as a
+        PyTensor Op (numba for nutpie, C/Python for PyMC, an equivalent ``lax.scan`` for JAX);
+        ``"scan"``: the same RK4 written in PyTensor ``scan`` (slower; kept as a reference).
     """
 
     max_step: tuple[tuple[float, float], ...] = ((35.0, 0.25), (100.0, 1.0), (np.inf, 5.0))
+    solver: str = "kernel"
+
+    def __post_init__(self) -> None:
+        if self.solver not in ("kernel", "scan"):
+            raise ValueError(f"ODEOptions.solver must be 'kernel' or 'scan', got {self.solver!r}")
 
     def h_at(self, t: float) -> float:
         """Largest step allowed at time ``t``."""
@@ -65,7 +74,7 @@ def step_grid(times: np.ndarray, start: float, options: ODEOptions) -> np.ndarra
 def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
                 cov: Mapping[str, np.ndarray], options: ODEOptions | None = None
                 ) -> dict[str, Any]:
-    """Predictions of each fitted analyte on its records, by RK4 in PyTensor ``scan``.
+    """Predictions of each fitted analyte on its records, by fixed-grid RK4.
 
     Parameters
     ----------
@@ -96,7 +105,6 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         env[p] = theta[:, j]
     env.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
     names = spec.state_names
-    ode_fns = [compile_expr(spec.odes[s], "pytensor") for s in names]
     init_fns = {s: compile_expr(e, "pytensor") for s, e in spec.initial.items()}
     dose_fns = {s: compile_expr(e, "pytensor") for s, e in spec.dosing.items()}
     amt = pdata.amt[:, 0]
@@ -108,6 +116,36 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         y0.append(v)
     y0 = pt.stack(y0)  # (n_states, n_subjects)
 
+    if opts.solver == "kernel":
+        traj, gidx = _kernel_states(spec, pdata, theta, y0, cov, grid, t0)
+    else:
+        traj, gidx = _scan_states(spec, pdata, theta, y0, cov, grid, t0)
+    out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
+    out = {}
+    for a_i, a in enumerate(pdata.analytes):
+        sel = np.flatnonzero(pdata.analyte_index == a_i)
+        sidx = pdata.subject_index[sel]
+        e: dict[str, Any] = dict(spec.constants)
+        for j, p in enumerate(spec.param_names):
+            e[p] = theta[sidx, j]
+        for c, v in cov.items():
+            e[c] = np.asarray(v, dtype=float)[sidx]
+        e["t"] = pdata.time[sel] - t0
+        for i, s in enumerate(names):
+            e[s] = traj[sidx, gidx[sel], i]
+        out[a] = out_fns[a](e)
+    return out
+
+
+def _scan_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
+                 cov: Mapping[str, np.ndarray], grid: np.ndarray, t0: float
+                 ) -> tuple[Any, np.ndarray]:
+    """States ``(subjects, grid, states)`` by RK4 in ``scan``, and each record's grid index."""
+    if spec.switches:
+        raise NotImplementedError("time-varying switches need ODEOptions(solver='kernel')")
+    n_s = pdata.n_subjects
+    names = spec.state_names
+    ode_fns = [compile_expr(spec.odes[s], "pytensor") for s in names]
     consts = dict(spec.constants)
     consts.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
 
@@ -132,19 +170,26 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     traj = pytensor.scan(step, sequences=[ts, hs], outputs_info=[y0], non_sequences=[theta],
                          strict=True, return_updates=False)
     traj = pt.concatenate([y0[None], traj], axis=0)  # (n_grid, n_states, n_subjects)
-    gidx = np.searchsorted(grid, pdata.time)
-    out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
-    out = {}
-    for a_i, a in enumerate(pdata.analytes):
-        sel = np.flatnonzero(pdata.analyte_index == a_i)
-        sidx = pdata.subject_index[sel]
-        e: dict[str, Any] = dict(spec.constants)
-        for j, p in enumerate(spec.param_names):
-            e[p] = theta[sidx, j]
-        for c, v in cov.items():
-            e[c] = np.asarray(v, dtype=float)[sidx]
-        e["t"] = pdata.time[sel] - t0
-        for i, s in enumerate(names):
-            e[s] = traj[gidx[sel], i, sidx]
-        out[a] = out_fns[a](e)
-    return out
+    return traj.transpose(2, 0, 1), np.searchsorted(grid, pdata.time)
+
+
+def _kernel_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
+                   cov: Mapping[str, np.ndarray], grid: np.ndarray, t0: float
+                   ) -> tuple[Any, np.ndarray]:
+    """States ``(subjects, saved times, states)`` by the compiled RK4 Op, and record indices."""
+    from ckmodel.population.ode_kernel import kernel_for
+    from ckmodel.population.ode_op import ODESolveOp
+
+    inputs = tuple(spec.covariates)
+    kernel = kernel_for(spec, inputs)
+    n_s = pdata.n_subjects
+    cols = [np.asarray(cov[c], dtype=float) for c in inputs]
+    for sw in spec.switches:
+        on = np.asarray(pdata.onsets.get(sw.name, np.full(n_s, np.nan)), dtype=float) - t0
+        cols.append(np.where(np.isfinite(on), on, 1e12))  # never switches
+    cmat = np.column_stack(cols) if cols else np.zeros((n_s, 0))
+    times = np.unique(pdata.time)
+    save = np.searchsorted(grid, times)
+    op = ODESolveOp(kernel, grid - t0, save)
+    states = op(pt.as_tensor_variable(y0).T, pt.as_tensor_variable(theta), cmat)
+    return states, np.searchsorted(times, pdata.time)

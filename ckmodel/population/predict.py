@@ -38,7 +38,8 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     theta : tensor, shape (n_subjects, n_parameters)
         Natural-scale individual parameters, columns in ``spec.param_names`` order.
     method : {"auto", "closed", "ode"}
-        Closed form when the spec has one (``auto``), or the PyTensor ODE solver.
+        Closed form when the spec has one and no time-varying switch is active (``auto``), or
+        the compiled RK4 ODE solver.
     ode_options : ckmodel.population.ode.ODEOptions, optional
         Grid and stepping of the ODE solver.
 
@@ -48,9 +49,13 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         For each analyte in ``pdata.analytes``, the prediction on its records (in data order
         of those records).
     """
-    use_closed = spec.solution is not None and method in ("auto", "closed")
+    switching = any(np.isfinite(v).any() for v in pdata.onsets.values())
+    use_closed = spec.solution is not None and method in ("auto", "closed") and not switching
     if method == "closed" and spec.solution is None:
         raise ValueError(f"model '{spec.name}' has no closed form")
+    if method == "closed" and switching:
+        raise ValueError(f"model '{spec.name}' has time-varying switches active in the data; "
+                         "its closed form does not apply (use method='ode' or 'auto')")
     cov = {c: pdata.covariates[c].to_numpy(float) for c in spec.covariates}
     out: dict[str, Any] = {}
     if not use_closed:

@@ -53,6 +53,9 @@ class PopulationData:
         Records left out of the fit, by reason.
     blq_method : str
         "M3" (censored likelihood) or "M1" (BLQ records dropped).
+    onsets : dict of str to array
+        Per switch of the spec, its onset per subject in data time (NaN: never), from the
+        subject-level column the switch names (covariates or outcomes, e.g. ``ADA_TIME``).
     """
 
     subjects: tuple[str, ...]
@@ -69,6 +72,7 @@ class PopulationData:
     covariates: pd.DataFrame
     excluded: dict[str, int] = field(default_factory=dict)
     blq_method: str = "M3"
+    onsets: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -204,4 +208,27 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         covariates=covs,
         excluded=excluded,
         blq_method=blq_method,
+        onsets=_onsets(data, spec, subjects),
     )
+
+
+def _onsets(data: Any, spec: ModelSpec, subjects: Sequence[str]) -> dict[str, np.ndarray]:
+    """Onset time per subject of each switch, from a subject-level column (NaN: never)."""
+    out: dict[str, np.ndarray] = {}
+    tables = [data.covariates]
+    if getattr(data, "outcomes", None) is not None:
+        tables.append(data.outcomes)
+    for sw in spec.switches:
+        src = next((t for t in tables if sw.onset in t.columns), None)
+        if src is None:
+            raise DatasetError(f"switch '{sw.name}' of model '{spec.name}' takes its onset from "
+                               f"column '{sw.onset}', which is neither a subject-level covariate "
+                               "nor an outcome column of the data; add it (empty = never)")
+        col = src[sw.onset].reindex(list(subjects))
+        try:
+            out[sw.name] = col.to_numpy(float)
+        except (TypeError, ValueError):
+            raise DatasetError(f"column '{sw.onset}' (onset of switch '{sw.name}') must be "
+                               "numeric times; leave it empty for subjects who never switch"
+                               ) from None
+    return out
