@@ -118,7 +118,13 @@ class Fit:
         if self.spec.covariates and self.data is not None:
             cov = self.data.covariates.reindex(subjects)
             covs = {c: np.tile(cov[c].to_numpy(float), n_s) for c in self.spec.covariates}
-        states = solve_states(self.spec, params, t, amt=amt, covariates=covs)
+        onsets = {}
+        if self.spec.switches and self.data is not None:
+            from ckmodel.population.prepare import switch_onsets
+
+            onsets = {k: np.tile(v, n_s)
+                      for k, v in switch_onsets(self.data, self.spec, subjects).items()}
+        states = solve_states(self.spec, params, t, amt=amt, covariates=covs, onsets=onsets)
         pred = evaluate_outputs(self.spec, states, params, t, covs)
         analytes = list(self.spec.output_names)
         arr = np.stack([pred[a].reshape(n_s, n_sub, t.size) for a in analytes], axis=2)

@@ -15,8 +15,13 @@ import xarray as xr
 from ckmodel._arviz import az
 from ckmodel.convergence import check_convergence
 from ckmodel.fitted import Fit, package_versions
-from ckmodel.population.covariates import CovariateEffect, parse_covariates
+from ckmodel.population.covariates import (
+    CovariateEffect,
+    apply_time_varying,
+    parse_covariates,
+)
 from ckmodel.population.model import PopulationOptions, build_model, obs_dim
+from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.spec.model import ModelSpec
 from ckmodel.spec.parse import load_model
@@ -30,7 +35,8 @@ SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "advi", "map")
 
 
 def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, seed: int,
-            target_accept: float, progressbar: bool, cores: int | None) -> Any:
+            target_accept: float, progressbar: bool, cores: int | None,
+            low_rank: bool = False) -> Any:
     import pymc as pm
 
     if sampler == "nutpie":
@@ -39,7 +45,8 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
         compiled = nutpie.compile_pymc_model(model)
         return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                              cores=cores, progress_bar=progressbar, save_warmup=False,
-                             target_accept=target_accept)
+                             target_accept=target_accept,
+                             low_rank_modified_mass_matrix=low_rank)
     with model:
         if sampler == "pymc":
             with warnings.catch_warnings():
@@ -111,6 +118,7 @@ def fit(
     posterior_predictive: bool = True,
     log_likelihood: bool = True,
     progressbar: bool = True,
+    mass_matrix: str = "auto",
 ) -> Fit:
     """Fit ``model`` hierarchically to ``data`` with PyMC.
 
@@ -131,8 +139,8 @@ def fit(
     Other Parameters
     ----------------
     covariates : sequence of str
-        Covariate effects, e.g. ``["rho ~ log(DOSE)"]`` (see
-        :mod:`ckmodel.population.covariates`).
+        Covariate effects, e.g. ``["rho ~ log(DOSE)"]``, or time-varying
+        ``["d_e ~ after(ADA_TIME)"]`` (see :mod:`ckmodel.population.covariates`).
     analytes : sequence of str, optional
         Analytes to fit (default: every data analyte the model predicts).
     options : PopulationOptions, optional
@@ -145,6 +153,11 @@ def fit(
         Add these groups (needed for VPCs and LOO).
     progressbar : bool
         Show progress bars.
+    mass_matrix : {"auto", "diag", "low_rank"}
+        nutpie's mass-matrix adaptation: diagonal, or diagonal plus a low-rank correction that
+        learns the strongest posterior correlations (far fewer leapfrog steps on the ridges
+        of mechanistic ODE models: 184 instead of 546 per iteration on a 30-subject
+        ``antigen_driven`` fit). ``auto``: low-rank when the model is solved as ODEs.
 
     Returns
     -------
@@ -156,14 +169,20 @@ def fit(
     effects = parse_covariates(covariates)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    spec, static = apply_time_varying(spec, effects)
     pdata = prepare(data, spec, analytes=analytes, blq_method=opts.blq_method,
-                    extra_covariates=[e.covariate for e in effects])
+                    extra_covariates=[e.covariate for e in static])
     log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     pm_model = build_model(spec, pdata, covariates=effects, options=opts)
+    if mass_matrix not in ("auto", "diag", "low_rank"):
+        raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")
+    low_rank = mass_matrix == "low_rank" or (
+        mass_matrix == "auto" and uses_ode(spec, pdata, opts.method))
     t0 = time.perf_counter()
     idata = _sample(pm_model, sampler, draws=draws, tune=tune, chains=chains, seed=seed,
-                    target_accept=target_accept, progressbar=progressbar, cores=cores)
+                    target_accept=target_accept, progressbar=progressbar, cores=cores,
+                    low_rank=low_rank)
     t_sample = time.perf_counter() - t0
     # nutpie also stores unconstrained copies (``*_log__``); keep the natural-scale variables
     unconstrained = [v for v in idata.posterior.data_vars if str(v).endswith("__")]
@@ -194,7 +213,8 @@ def fit(
     error_models = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
     meta = {
         "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
-        "target_accept": target_accept, "covariates": [e.label for e in effects],
+        "target_accept": target_accept, "mass_matrix": "low_rank" if low_rank else "diag",
+        "covariates": [e.label for e in effects],
         "covariate_formulas": [c if isinstance(c, str) else c.label for c in covariates],
         "options": {k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in asdict(opts).items() if k != "ode"},

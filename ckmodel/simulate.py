@@ -134,6 +134,7 @@ def simulate(
     draw_typical: bool = False,
     params: Mapping[str, Any] | None = None,
     options: SolverOptions | None = None,
+    onsets: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Simulate virtual patients from a model's typical values and random effects.
 
@@ -168,6 +169,8 @@ def simulate(
         Give individual parameters directly (arrays of one value per subject); no draws.
     options : SolverOptions, optional
         ODE settings.
+    onsets : mapping of str to array, optional
+        Onset time of each of the spec's switches (scalar or one per subject; NaN: never).
 
     Returns
     -------
@@ -199,7 +202,9 @@ def simulate(
     covs = {k: np.broadcast_to(np.asarray(v, dtype=float), (total,))
             for k, v in (covariates or {}).items()}
     log.info("simulating %d subjects of model %s on %d time points", total, spec.name, t.size)
-    states = solve_states(spec, pars, t, amt=amt, covariates=covs, options=options)
+    ons = {k: np.broadcast_to(np.asarray(v, dtype=float), (total,))
+           for k, v in (onsets or {}).items()}
+    states = solve_states(spec, pars, t, amt=amt, covariates=covs, options=options, onsets=ons)
     pred = evaluate_outputs(spec, states, pars, t, covs)
     obs = add_residual_error(spec, pred, rng, sigma) if residual else pred
     analytes = list(spec.output_names)

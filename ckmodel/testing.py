@@ -34,6 +34,7 @@ def simulate_ckdata(
     omega: Mapping[str, float] | None = None,
     sigma: Mapping[str, float] | None = None,
     covariates: Mapping[str, Any] | None = None,
+    onsets: Mapping[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Simulate a checked CK data set from ``model``.
 
@@ -54,6 +55,9 @@ def simulate_ckdata(
         are reported BLQ with DV missing.
     typical, omega, sigma, covariates : mapping, optional
         Passed to :func:`ckmodel.simulate.simulate`.
+    onsets : mapping of str to array, optional
+        Onset times (one per subject, NaN: never) of the spec's switches; each goes to the
+        data as the subject-level column the switch reads (e.g. ``ADA_TIME``).
 
     Returns
     -------
@@ -69,7 +73,7 @@ def simulate_ckdata(
         lloq = {o: (50.0 if "QPCR" in o else 1.0 if "FLOW" in o else np.nan)
                 for o in spec.output_names}
     ds = simulate(spec, n=n, dose=dose, times=times, seed=seed, lloq=lloq, typical=typical,
-                  omega=omega, sigma=sigma, covariates=covariates)
+                  omega=omega, sigma=sigma, covariates=covariates, onsets=onsets)
     subj = ds.subject.values
     obs = ds["obs"].to_dataframe().reset_index()[["subject", "analyte", "time", "obs"]]
     obs.columns = ["ID", "ANALYTE", "TIME", "DV"]
@@ -83,6 +87,10 @@ def simulate_ckdata(
     cov = pd.DataFrame({"ID": subj, "DOSE": ds["dose"].values})
     for k, v in (covariates or {}).items():
         cov[k] = np.broadcast_to(np.asarray(v, dtype=float), (len(subj),))
+    for sw in spec.switches:
+        if sw.name in (onsets or {}):
+            cov[sw.onset] = np.broadcast_to(np.asarray(onsets[sw.name], dtype=float),
+                                            (len(subj),))
     data = CKData.from_frames(obs, doses, cov.set_index("ID"),
                               analytes={o.name: o.unit for o in spec.outputs},
                               source=f"simulated from {spec.name} (seed {seed})")

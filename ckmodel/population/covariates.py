@@ -9,6 +9,10 @@ fractions)::
     "alpha ~ cat(LD)"            categorical:   alpha_i = alpha * exp(b_level) (reference: the
                                  most frequent level)
     "rho ~ log(DOSE) + cat(LD)"  several terms
+    "d_e ~ after(ADA_TIME)"      time-varying: d_e_i(t) = d_e_i * F from the subject's
+                                 ADA_TIME on (smooth switch; missing time = never), with the
+                                 factor F a new parameter ``d_e_after_ADA_TIME`` (prior
+                                 LogNormal(0, 1)); the fit then solves the ODEs
 
 Formulas are parsed with :mod:`ast` through a whitelist (never evaluated).
 """
@@ -23,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from ckmodel.errors import DatasetError, ModelSpecError, Problem
+from ckmodel.spec.model import ModelSpec
 from ckmodel.spec.prior import Prior
 
-__all__ = ["CovariateEffect", "parse_covariates", "covariate_design"]
+__all__ = ["CovariateEffect", "parse_covariates", "covariate_design", "apply_time_varying"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,8 @@ class CovariateEffect:
         Model parameter affected.
     covariate : str
         Subject-level column of the data.
-    kind : {"power", "linear", "categorical"}
-        Functional form (see module docstring).
+    kind : {"power", "linear", "categorical", "after"}
+        Functional form (see module docstring); ``after`` is time-varying.
     reference : float or str or None
         Reference value (power/linear) or level (categorical); None: from the data (median, or
         most frequent level).
@@ -59,7 +64,8 @@ class CovariateEffect:
     def label(self) -> str:
         """Readable name, e.g. ``rho~log(DOSE)``."""
         form = {"power": f"log({self.covariate})", "linear": self.covariate,
-                "categorical": f"cat({self.covariate})"}[self.kind]
+                "categorical": f"cat({self.covariate})",
+                "after": f"after({self.covariate})"}[self.kind]
         return f"{self.parameter}~{form}"
 
 
@@ -98,7 +104,7 @@ def parse_covariates(formulas: Sequence[str | CovariateEffect]) -> tuple[Covaria
 
 def _term(param: str, term: ast.AST, text: str) -> CovariateEffect:
     bad = ModelSpecError(f"term '{ast.unparse(term)}' in {text!r}: use COV, log(COV), "
-                         "log(COV / REF) or cat(COV)")
+                         "log(COV / REF), cat(COV) or after(ONSET_TIME)")
     if isinstance(term, ast.Name):
         return CovariateEffect(param, term.id, "linear")
     if not (isinstance(term, ast.Call) and isinstance(term.func, ast.Name)
@@ -107,6 +113,8 @@ def _term(param: str, term: ast.AST, text: str) -> CovariateEffect:
     arg = term.args[0]
     if term.func.id == "cat" and isinstance(arg, ast.Name):
         return CovariateEffect(param, arg.id, "categorical")
+    if term.func.id == "after" and isinstance(arg, ast.Name):
+        return CovariateEffect(param, arg.id, "after")
     if term.func.id == "log":
         if isinstance(arg, ast.Name):
             return CovariateEffect(param, arg.id, "power")
@@ -163,3 +171,38 @@ def covariate_design(effect: CovariateEffect, values: pd.Series
     sd = float(np.std(v))
     prior = effect.prior or Prior("Normal", {"mu": 0.0, "sigma": 0.5 / (sd if sd > 0 else 1.0)})
     return (v - ref)[:, None], [effect.label], prior, ref
+
+
+def apply_time_varying(spec: ModelSpec, effects: Sequence[CovariateEffect]
+                       ) -> tuple[ModelSpec, tuple[CovariateEffect, ...]]:
+    """Turn ``after(ONSET)`` effects into switches of the spec; return it and the other effects.
+
+    ``p ~ after(ONSET)`` adds the parameter ``p_after_ONSET`` (the factor multiplying ``p`` from
+    each subject's onset time on; prior LogNormal(0, 1) unless the effect has a prior; no
+    random effect) and a smooth switch (width 0.25 time units) reading ``ONSET`` from the
+    subject-level covariates or outcomes.
+    """
+    from ckmodel.spec.parse import spec_from_dict
+
+    timed = [e for e in effects if e.kind == "after"]
+    rest = tuple(e for e in effects if e.kind != "after")
+    if not timed:
+        return spec, rest
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
+    raw.setdefault("parameters", {})
+    raw["switches"] = dict(raw.get("switches", {}))
+    for e in timed:
+        if e.parameter not in spec.param_names:
+            raise ModelSpecError(f"'{e.parameter}' in {e.label} is not a parameter of model "
+                                 f"'{spec.name}' (parameters: {', '.join(spec.param_names)})")
+        name = f"{e.parameter}_after_{e.covariate}"
+        if name in raw["parameters"]:
+            raise ModelSpecError(f"{e.label} is given twice")
+        raw["parameters"][name] = {
+            "unit": "-", "value": 1.0, "scale": "log",
+            "prior": str(e.prior) if e.prior is not None else "LogNormal(0, 1)",
+            "description": f"factor on {e.parameter} from {e.covariate} on (time-varying)"}
+        raw["switches"][name] = {"onset": e.covariate, "parameter": e.parameter,
+                                 "factor": name, "width": 0.25,
+                                 "description": f"{e.label} (covariate effect)"}
+    return spec_from_dict(raw, file=spec.file), rest

@@ -125,6 +125,12 @@ def build_model(
     """
     opts = options or PopulationOptions()
     effects = parse_covariates(covariates)
+    for e in effects:
+        if e.kind == "after" and f"{e.parameter}_after_{e.covariate}" not in {
+                sw.name for sw in spec.switches}:
+            raise ModelSpecError(f"time-varying effect {e.label}: apply it to the spec first "
+                                 "(ckmodel.population.apply_time_varying; fit() does this)")
+    effects = tuple(e for e in effects if e.kind != "after")
     pnames = spec.param_names
     for name in (*opts.centered, *opts.fixed, *(e.parameter for e in effects)):
         if name not in pnames:

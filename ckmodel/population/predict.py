@@ -17,7 +17,17 @@ from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["predict_outputs"]
+__all__ = ["predict_outputs", "uses_ode"]
+
+
+def uses_ode(spec: ModelSpec, pdata: PopulationData, method: str = "auto") -> bool:
+    """Whether :func:`predict_outputs` solves the ODEs rather than evaluating the closed form.
+
+    True when the spec has no closed form, a time-varying switch is active in the data, or
+    ``method="ode"``.
+    """
+    switching = any(np.isfinite(v).any() for v in pdata.onsets.values())
+    return method == "ode" or spec.solution is None or switching
 
 
 def _closed_states(spec: ModelSpec, env: Mapping[str, Any], tau: np.ndarray, amt: np.ndarray
@@ -50,7 +60,7 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         of those records).
     """
     switching = any(np.isfinite(v).any() for v in pdata.onsets.values())
-    use_closed = spec.solution is not None and method in ("auto", "closed") and not switching
+    use_closed = not uses_ode(spec, pdata, method)
     if method == "closed" and spec.solution is None:
         raise ValueError(f"model '{spec.name}' has no closed form")
     if method == "closed" and switching:

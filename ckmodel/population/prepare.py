@@ -18,7 +18,7 @@ import pandas as pd
 from ckmodel.errors import DatasetError, Problem
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["PopulationData", "prepare"]
+__all__ = ["PopulationData", "prepare", "switch_onsets"]
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,15 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         covariates=covs,
         excluded=excluded,
         blq_method=blq_method,
-        onsets=_onsets(data, spec, subjects),
+        onsets=switch_onsets(data, spec, subjects),
     )
 
 
-def _onsets(data: Any, spec: ModelSpec, subjects: Sequence[str]) -> dict[str, np.ndarray]:
-    """Onset time per subject of each switch, from a subject-level column (NaN: never)."""
+def switch_onsets(data: Any, spec: ModelSpec, subjects: Sequence[str]) -> dict[str, np.ndarray]:
+    """Onset time of each switch of ``spec`` per subject (data time; NaN: never).
+
+    Read from the subject-level column the switch names, among the covariates or outcomes.
+    """
     out: dict[str, np.ndarray] = {}
     tables = [data.covariates]
     if getattr(data, "outcomes", None) is not None:
