@@ -191,5 +191,5 @@ def _kernel_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
     times = np.unique(pdata.time)
     save = np.searchsorted(grid, times)
     op = ODESolveOp(kernel, grid - t0, save)
-    states = op(pt.as_tensor_variable(y0).T, pt.as_tensor_variable(theta), cmat)
+    states, _ = op(pt.as_tensor_variable(y0).T, pt.as_tensor_variable(theta), cmat)
     return states, np.searchsorted(times, pdata.time)

@@ -5,11 +5,12 @@ subject, the right-hand side ``f(t, y, p, c)`` and its vector-Jacobian product
 ``v -> (v' df/dy, v' df/dp)`` (Jacobians by sympy, shared sub-expressions evaluated once), and
 compiles them with numba. Two kernels loop over subjects and steps of a fixed grid:
 
-* :meth:`RK4Kernel.forward` returns the states at the requested grid points;
-* :meth:`RK4Kernel.backward` returns the gradients of ``sum(g * states)`` with respect to the
-  initial states and the parameters: the exact reverse-mode derivative of the discrete RK4
-  scheme (not of the ODE), so gradients match finite differences of the forward kernel to
-  rounding.
+* :meth:`RK4Kernel.forward` returns the states at the requested grid points, and the whole
+  trajectory up to the last of them;
+* :meth:`RK4Kernel.backward` takes that trajectory and returns the gradients of
+  ``sum(g * states)`` with respect to the initial states and the parameters: the exact
+  reverse-mode derivative of the discrete RK4 scheme (not of the ODE), so gradients match
+  finite differences of the forward kernel to rounding.
 
 The generated code is built only from the spec's sympy trees, which the model parser made from a
 whitelist of arithmetic and named functions; symbols are renamed to ``y0, p0, c0, ...`` before
@@ -200,10 +201,12 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
 
     @numba.njit
     def forward(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
-                save: np.ndarray) -> np.ndarray:
+                save: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = y0.shape[0]
         n_k = save.shape[0]
+        n_g = save[n_k - 1] + 1 if n_k > 0 else 1  # no step beyond the last saved point
         out = np.empty((n_s, n_k, n))
+        traj = np.empty((n_s, n_g, n))
         k1 = np.empty(n)
         k2 = np.empty(n)
         k3 = np.empty(n)
@@ -215,34 +218,29 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
             c = cov[s]
             for i in range(n):
                 y[i] = y0[s, i]
-            k = 0
-            while k < n_k and save[k] == 0:
-                out[s, k] = y
-                k += 1
-            for g in range(grid.shape[0] - 1):
-                if k >= n_k:
-                    break
+                traj[s, 0, i] = y[i]
+            for g in range(n_g - 1):
                 step(grid[g], grid[g + 1] - grid[g], y, p, c, k1, k2, k3, k4, tmp)
-                while k < n_k and save[k] == g + 1:
-                    out[s, k] = y
-                    k += 1
-        return out
+                for i in range(n):
+                    traj[s, g + 1, i] = y[i]
+            for k in range(n_k):
+                for i in range(n):
+                    out[s, k, i] = traj[s, save[k], i]
+        return out, traj
 
     @numba.njit
-    def backward(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
+    def backward(traj: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
                  save: np.ndarray, gout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n_s = y0.shape[0]
+        n_s = traj.shape[0]
         n_k = save.shape[0]
-        n_g = save[n_k - 1] + 1 if n_k > 0 else 1  # steps beyond the last save do not matter
+        n_g = traj.shape[1]
         gy0 = np.zeros((n_s, n))
         gp_all = np.zeros((n_s, n_p))
-        traj = np.empty((n_g, n))
         k1 = np.empty(n)
         k2 = np.empty(n)
         k3 = np.empty(n)
         k4 = np.empty(n)
         tmp = np.empty(n)
-        y = np.empty(n)
         lam = np.empty(n)
         new = np.empty(n)
         b1 = np.empty(n)
@@ -253,13 +251,6 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
         for s in range(n_s):
             p = params[s]
             c = cov[s]
-            for i in range(n):
-                y[i] = y0[s, i]
-                traj[0, i] = y[i]
-            for g in range(n_g - 1):
-                step(grid[g], grid[g + 1] - grid[g], y, p, c, k1, k2, k3, k4, tmp)
-                for i in range(n):
-                    traj[g + 1, i] = y[i]
             lam[:] = 0.0
             gp[:] = 0.0
             k = n_k - 1
@@ -270,7 +261,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
                     k -= 1
                 t = grid[g]
                 h = grid[g + 1] - grid[g]
-                yg = traj[g]
+                yg = traj[s, g]
                 # recompute the stages of step g (k4 is overwritten below)
                 stages(t, h, yg, p, c, k1, k2, k3, k4, tmp)
                 # adjoints of the stage derivatives k_i

@@ -19,7 +19,7 @@ from typing import Any
 import numba
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.gradient import disconnected_type
+from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import numba_funcify
@@ -57,6 +57,9 @@ class _KernelOp(Op):
 class ODESolveOp(_KernelOp):
     """States of every subject at the saved grid points: ``(subjects, saved, states)``.
 
+    A second output holds the whole trajectory ``(subjects, grid points, states)`` up to the
+    last saved point, which the gradient reuses instead of solving again; it has no gradient.
+
     Parameters
     ----------
     kernel : RK4Kernel
@@ -70,34 +73,41 @@ class ODESolveOp(_KernelOp):
         y0 = pt.as_tensor_variable(y0, dtype="float64")
         params = pt.as_tensor_variable(params, dtype="float64")
         cov = pt.as_tensor_variable(cov, dtype="float64")
-        out = pt.tensor3(dtype="float64", shape=(y0.type.shape[0], self.save.size, self.n_states))
-        return Apply(self, [y0, params, cov], [out])
+        n_s = y0.type.shape[0]
+        n_g = int(self.save[-1]) + 1 if self.save.size else 1
+        out = pt.tensor3(dtype="float64", shape=(n_s, self.save.size, self.n_states))
+        traj = pt.tensor3(dtype="float64", shape=(n_s, n_g, self.n_states))
+        return Apply(self, [y0, params, cov], [out, traj])
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
         y0, params, cov = (np.ascontiguousarray(x) for x in inputs)
-        outputs[0][0] = self.kernel.forward(y0, params, cov, self.grid, self.save)
+        outputs[0][0], outputs[1][0] = self.kernel.forward(y0, params, cov, self.grid, self.save)
 
     def connection_pattern(self, node: Apply) -> list[list[bool]]:  # noqa: D102
-        return [[True], [True], [False]]
+        return [[True, False], [True, False], [False, False]]
 
     def L_op(self, inputs: list[Any], outputs: list[Any], g: list[Any]) -> list[Any]:  # noqa: D102
-        gy0, gp = ODEVJPOp(self.kernel, self.grid, self.save)(*inputs, g[0])
+        if not isinstance(g[1].type, DisconnectedType):
+            raise NotImplementedError("the trajectory output of ODESolveOp has no gradient")
+        y0, params, cov = inputs
+        gy0, gp = ODEVJPOp(self.kernel, self.grid, self.save)(y0, params, cov, outputs[1], g[0])
         return [gy0, gp, disconnected_type()]
 
 
 class ODEVJPOp(_KernelOp):
-    """Gradient of ``sum(g * ODESolveOp(y0, params, cov))`` in ``y0`` and ``params``."""
+    """Gradient of ``sum(g * states)`` in ``y0`` and ``params``, from the forward trajectory."""
 
-    def make_node(self, y0: Any, params: Any, cov: Any, g: Any) -> Apply:  # noqa: D102
+    def make_node(self, y0: Any, params: Any, cov: Any, traj: Any, g: Any) -> Apply:  # noqa: D102
         y0 = pt.as_tensor_variable(y0, dtype="float64")
         params = pt.as_tensor_variable(params, dtype="float64")
         cov = pt.as_tensor_variable(cov, dtype="float64")
+        traj = pt.as_tensor_variable(traj, dtype="float64")
         g = pt.as_tensor_variable(g, dtype="float64")
-        return Apply(self, [y0, params, cov, g], [y0.type(), params.type()])
+        return Apply(self, [y0, params, cov, traj, g], [y0.type(), params.type()])
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
-        y0, params, cov, g = (np.ascontiguousarray(x) for x in inputs)
-        gy0, gp = self.kernel.backward(y0, params, cov, self.grid, self.save, g)
+        _, params, cov, traj, g = (np.ascontiguousarray(x) for x in inputs)
+        gy0, gp = self.kernel.backward(traj, params, cov, self.grid, self.save, g)
         outputs[0][0] = gy0
         outputs[1][0] = gp
 
@@ -111,7 +121,8 @@ def _numba_solve(op: ODESolveOp, node: Any = None, **kwargs: Any) -> Any:
     forward, grid, save = op.kernel.forward, op.grid, op.save
 
     @numba.njit
-    def ode_solve(y0: np.ndarray, params: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    def ode_solve(y0: np.ndarray, params: np.ndarray, cov: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
         return forward(np.ascontiguousarray(y0), np.ascontiguousarray(params),
                        np.ascontiguousarray(cov), grid, save)
 
@@ -123,9 +134,9 @@ def _numba_vjp(op: ODEVJPOp, node: Any = None, **kwargs: Any) -> Any:
     backward, grid, save = op.kernel.backward, op.grid, op.save
 
     @numba.njit
-    def ode_vjp(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, g: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-        return backward(np.ascontiguousarray(y0), np.ascontiguousarray(params),
+    def ode_vjp(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, traj: np.ndarray,
+                g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return backward(np.ascontiguousarray(traj), np.ascontiguousarray(params),
                         np.ascontiguousarray(cov), grid, save, np.ascontiguousarray(g))
 
     return ode_vjp
@@ -133,7 +144,7 @@ def _numba_vjp(op: ODEVJPOp, node: Any = None, **kwargs: Any) -> Any:
 
 # ----------------------------------------------------------------------------- JAX
 def _jax_forward(op: _KernelOp) -> Any:
-    """A JAX function ``(y0, params, cov) -> states`` equal to the numba forward kernel."""
+    """A JAX function ``(y0, params, cov) -> (states, trajectory)`` like the numba kernel."""
     import jax
     import jax.numpy as jnp
 
@@ -143,7 +154,8 @@ def _jax_forward(op: _KernelOp) -> Any:
     odes, onsets = switched_odes(spec)
     fns = [compile_expr(odes[s], "jax") for s in spec.state_names]
     cov_names = (*op.kernel.inputs, *onsets)
-    grid = jnp.asarray(op.grid)
+    n_g = int(op.save[-1]) + 1 if op.save.size else 1
+    grid = jnp.asarray(op.grid[:n_g])
     save = jnp.asarray(op.save)
 
     def forward(y0: Any, params: Any, cov: Any) -> Any:
@@ -169,8 +181,8 @@ def _jax_forward(op: _KernelOp) -> Any:
             return y, y
 
         _, traj = jax.lax.scan(step, y0, (grid[:-1], jnp.diff(grid)))
-        traj = jnp.concatenate([y0[None], traj], axis=0)  # (grid, subjects, states)
-        return jnp.transpose(traj[save], (1, 0, 2))
+        traj = jnp.transpose(jnp.concatenate([y0[None], traj], axis=0), (1, 0, 2))
+        return traj[:, save], traj[:, :n_g]
 
     return forward
 
@@ -191,8 +203,8 @@ def _register_jax() -> None:
 
         fwd = _jax_forward(op)
 
-        def vjp(y0: Any, params: Any, cov: Any, g: Any) -> Any:
-            _, pull = jax.vjp(lambda a, b: fwd(a, b, cov), y0, params)
+        def vjp(y0: Any, params: Any, cov: Any, traj: Any, g: Any) -> Any:
+            _, pull = jax.vjp(lambda a, b: fwd(a, b, cov)[0], y0, params)
             return pull(g)
 
         return vjp
