@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 STAN_DIR = Path(__file__).resolve().parent / "stan"
@@ -86,6 +85,7 @@ class Settings:
     tune: int
     draws: int
     time_box: float | None = None  # seconds; the run is stopped there and extrapolated
+    low_rank: bool = False  # nutpie low-rank mass matrix (ckmodel.fit's default for ODE fits)
 
     def label(self) -> str:
         box = f", box {self.time_box:.0f} s" if self.time_box else ""
@@ -128,7 +128,6 @@ def simulated_data(model: str, n: int = 40, seed: int = SEED) -> Any:
     Models with a covariate (``BM_BLAST_PCT``) get it drawn as in the example trial
     (``round(clip(exp(N(log 30, 0.8)), 5, 90))``).
     """
-    from ckmodel.errors import DatasetError
     from ckmodel.spec import load_model
     from ckmodel.testing import simulate_ckdata
 
@@ -138,49 +137,9 @@ def simulated_data(model: str, n: int = 40, seed: int = SEED) -> Any:
         rng = np.random.default_rng(seed + 1)
         kw["covariates"] = {"BM_BLAST_PCT": np.round(np.clip(
             np.exp(rng.normal(math.log(30.0), 0.8, n)), 5, 90))}
-    if "BM_BLAST" in spec.output_names:
-        # simulate_ckdata gives BM_BLAST no LLOQ and (today) rejects the analyte as unknown
-        return _simulate_with_extra_analytes(spec, n=n, seed=seed, **kw)
-    try:
-        return simulate_ckdata(model, n=n, seed=seed, **kw)[0]
-    except DatasetError as exc:
-        # simulate_ckdata does not register analytes outside the default list (BM_BLAST of
-        # antigen_driven); build the same data set here with them registered
-        if "unknown analyte" not in str(exc):
-            raise
-        log.warning("simulate_ckdata(%r) failed (%s); using the benchmark's own copy that "
-                    "registers the model's extra analytes", model, str(exc).splitlines()[-1])
-    return _simulate_with_extra_analytes(spec, n=n, seed=seed, **kw)
-
-
-def _simulate_with_extra_analytes(spec: Any, *, n: int, seed: int,
-                                  covariates: dict[str, Any] | None = None) -> Any:
-    """Same as :func:`ckmodel.testing.simulate_ckdata`, registering unknown analytes."""
-    from ckmodel.data import CKData
-    from ckmodel.data.schema import DEFAULT_ANALYTES
-    from ckmodel.simulate import simulate
-    from ckmodel.testing import STANDARD_TIMES
-
     lloq = {o: (50.0 if "QPCR" in o else 1.0 if "FLOW" in o else BLAST_LLOQ if o == "BM_BLAST"
                 else np.nan) for o in spec.output_names}
-    ds = simulate(spec, n=n, dose=1.0, times=STANDARD_TIMES, seed=seed, lloq=lloq,
-                  covariates=covariates)
-    subj = ds.subject.values
-    obs = ds["obs"].to_dataframe().reset_index()[["subject", "analyte", "time", "obs"]]
-    obs.columns = ["ID", "ANALYTE", "TIME", "DV"]
-    lim = obs["ANALYTE"].map(lloq).astype(float)
-    blq = obs["DV"] < lim
-    obs["LLOQ"] = lim
-    obs["BLQ"] = blq.astype(int)
-    obs.loc[blq, "DV"] = np.nan
-    obs = obs.sort_values(["ID", "TIME", "ANALYTE"]).reset_index(drop=True)
-    doses = pd.DataFrame({"ID": subj, "TIME": 0.0, "AMT": ds["dose"].values})
-    cov = pd.DataFrame({"ID": subj, "DOSE": ds["dose"].values})
-    for k, v in (covariates or {}).items():
-        cov[k] = np.broadcast_to(np.asarray(v, dtype=float), (len(subj),))
-    extra = {o.name: o.unit for o in spec.outputs if o.name not in DEFAULT_ANALYTES}
-    return CKData.from_frames(obs, doses, cov.set_index("ID"), analytes=extra,
-                              source=f"simulated from {spec.name} (seed {seed})")
+    return simulate_ckdata(spec, n=n, seed=seed, lloq=lloq, **kw)[0]
 
 
 def load_dataset(name: str, model: str, n_sim: int) -> Any | None:
@@ -279,7 +238,8 @@ def run_ckmodel(sampler: str, pm_model: Any, st: Settings, seed: int,
         info["compile_s"] = time.perf_counter() - t0
         info["compiled"] = compiled
         kw = dict(draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=None,
-                  progress_bar=False, target_accept=TARGET_ACCEPT)
+                  progress_bar=False, target_accept=TARGET_ACCEPT,
+                  low_rank_modified_mass_matrix=st.low_rank)
         t0 = time.perf_counter()
         if st.time_box is None:
             idata = nutpie.sample(compiled, save_warmup=False, **kw)
@@ -1091,8 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
     closed = Settings(2, 50, 50) if quick else FULL[CLOSED]
     ode = Settings(2, args.ode_tune or (10 if quick else 100),
                    args.ode_draws or (10 if quick else 100),
-                   time_box=args.ode_time_box or (120.0 if quick else 150.0))
-    ode_full = Settings(4, 500, 500)
+                   time_box=args.ode_time_box or (120.0 if quick else 150.0), low_rank=True)
+    ode_full = Settings(4, 500, 500, low_rank=True)
     samplers = [s for s in args.samplers.split(",") if s]
     ode_samplers = [s for s in args.ode_samplers.split(",") if s]
     for s in (*samplers, *ode_samplers):
