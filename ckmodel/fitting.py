@@ -31,7 +31,7 @@ __all__ = ["fit", "SAMPLERS"]
 log = logging.getLogger(__name__)
 
 #: Samplers behind ``fit(sampler=...)``.
-SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "advi", "map")
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
 
 
 def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, seed: int,
@@ -62,11 +62,18 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
             except ImportError:
                 raise ImportError(f"sampler='{sampler}' needs JAX: pip install "
                                   "'ckmodel[jax]'") from None
+            from ckmodel.population.jax_support import register_jax_softplus
+
+            register_jax_softplus()
             method = "sequential" if sampler == "numpyro" else "vectorized"
             return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
                              nuts_sampler=sampler, target_accept=target_accept,
                              progressbar=progressbar, compute_convergence_checks=False,
                              nuts_sampler_kwargs={"chain_method": method})
+        if sampler == "pathfinder":
+            from ckmodel.pathfinder import sample_pathfinder
+
+            return sample_pathfinder(model, draws=draws, chains=chains, seed=seed)
         if sampler == "advi":
             approx = pm.fit(n=max(10 * tune, 5000), method="advi", random_seed=seed,
                             progressbar=progressbar)
@@ -128,11 +135,16 @@ def fit(
         Checked CK data (:func:`ckmodel.data.read_ck`).
     model : str, path or ModelSpec
         Catalog name, TOML file, or spec (default ``expansion_biphasic``).
-    sampler : {"nutpie", "pymc", "numpyro", "blackjax", "advi", "map"}
+    sampler : {"nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map"}
         NUTS through nutpie (numba; default), PyMC, numpyro or blackjax (JAX; needs the
-        ``jax`` extra); ADVI or MAP for quick looks.
+        ``jax`` extra); approximate: multi-path Pathfinder (blackjax; ``jax`` extra;
+        :mod:`ckmodel.pathfinder`), ADVI, or MAP for quick looks.
     draws, tune, chains : int
-        Posterior draws and tuning steps per chain, number of chains.
+        Posterior draws and tuning steps per chain, number of chains. For Pathfinder,
+        ``chains`` independent paths of ``draws`` draws each are pooled and
+        importance-resampled to ``chains x draws`` draws (the PSIS k-hat is in
+        ``meta["pathfinder_khat"]``; above 0.7 a ConvergenceWarning is raised); ``tune``
+        is not used.
     seed : int
         Random seed (sampler, posterior predictive); stored with the fit.
 
@@ -225,7 +237,9 @@ def fit(
         "spec_hash": spec.hash(), "sampling_seconds": round(t_sample, 2),
         "versions": package_versions(),
     }
+    if sampler == "pathfinder":
+        meta["pathfinder_khat"] = idata.posterior.attrs["pathfinder_khat"]
     result = Fit(idata=idata, spec=spec, data=data, meta=meta)
-    if sampler not in ("advi", "map"):
+    if sampler not in ("advi", "map", "pathfinder"):
         result.meta["convergence"] = check_convergence(idata)
     return result
