@@ -5,7 +5,7 @@ PyTensor rewrites ``log1p(exp(x))`` into its ``Softplus`` op, whose JAX translat
 branch overflows and reverse mode returns NaN (0 * inf), although the value is finite. The smooth
 gates of the catalog (``gate_int``: softplus((t - tmax) / w) with w = 0.25 d) reach such
 arguments at late times, so without this every gradient in ``tmax`` would be NaN under
-numpyro, blackjax or pathfinder. ``max(x, 0) + log1p(exp(-|x|))`` is exact and safe everywhere.
+numpyro, blackjax or pathfinder. ``(x + |x|)/2 + log1p(exp(-|x|))`` is exact and safe everywhere.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def register_jax_softplus() -> None:
     @jax_funcify.register(Softplus)
     def _softplus(op: Any, **kwargs: Any) -> Any:
         def softplus(x: Any) -> Any:
-            return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+            ax = jnp.abs(x)  # (x + |x|)/2 keeps the exact gradient 1/2 at x = 0
+            return 0.5 * (x + ax) + jnp.log1p(jnp.exp(-ax))
 
         return softplus
 
