@@ -81,31 +81,44 @@ def pointwise_loglik(
     """
     blq = np.asarray(blq, dtype=bool)
     value = pt.as_tensor_variable(value)
-    if error in ("log_normal", "student_t"):
-        mu = pt.log(pred)
-        x = pt.log(value)
-        z = (x - mu) / sigma
-        if error == "log_normal":
-            obs = -0.5 * z**2 - pt.log(sigma) - 0.5 * LOG_2PI - x
-            cens = log_ndtr(z)
-        else:
-            obs = (pt.gammaln((nu + 1) / 2) - pt.gammaln(nu / 2) - 0.5 * pt.log(nu * math.pi)
-                   - pt.log(sigma) - (nu + 1) / 2 * pt.log1p(z**2 / nu) - x)
-            tail = 0.5 * pt.betainc(nu / 2, 0.5, nu / (nu + z**2))
-            cens = pt.log(pt.switch(z < 0, tail, 1.0 - tail))
-    else:
-        if error == "proportional":
-            sd = sigma * pred
-        elif error == "additive":
-            sd = sigma * pt.ones_like(pred)
-        elif error == "combined":
-            sd = pt.sqrt(sigma**2 + (sigma_prop * pred) ** 2)
-        else:
-            raise ValueError(f"unknown error model {error!r}")
-        obs = _normal_logpdf(value, pred, sd)
-        cens = log_ndtr((value - pred) / sd)
-    if not blq.any():
-        return obs
-    if blq_method == "M1":
+    if blq.any() and blq_method == "M3":
+        # each term only on its own records: the censored log-CDF (erfc) is not evaluated on
+        # quantified records, nor the density on censored ones
+        i_obs, i_blq = np.flatnonzero(~blq), np.flatnonzero(blq)
+        out = pt.zeros(blq.shape[0])
+        out = pt.set_subtensor(out[i_obs], _terms(error, pred[i_obs], value[i_obs], sigma,
+                                                  sigma_prop, nu, censored=False))
+        return pt.set_subtensor(out[i_blq], _terms(error, pred[i_blq], value[i_blq], sigma,
+                                                   sigma_prop, nu, censored=True))
+    obs = _terms(error, pred, value, sigma, sigma_prop, nu, censored=False)
+    if blq.any():  # M1: BLQ records contribute nothing
         return pt.switch(blq, 0.0, obs)
-    return pt.switch(blq, cens, obs)
+    return obs
+
+
+def _terms(error: str, pred: Any, value: Any, sigma: Any, sigma_prop: Any, nu: float,
+           *, censored: bool) -> Any:
+    """Log density of ``value`` (``censored=False``) or log P(y < value) (``censored=True``)."""
+    if error in ("log_normal", "student_t"):
+        x = pt.log(value)
+        z = (x - pt.log(pred)) / sigma
+        if error == "log_normal":
+            if censored:
+                return log_ndtr(z)
+            return -0.5 * z**2 - pt.log(sigma) - 0.5 * LOG_2PI - x
+        if censored:
+            tail = 0.5 * pt.betainc(nu / 2, 0.5, nu / (nu + z**2))
+            return pt.log(pt.switch(z < 0, tail, 1.0 - tail))
+        return (pt.gammaln((nu + 1) / 2) - pt.gammaln(nu / 2) - 0.5 * pt.log(nu * math.pi)
+                - pt.log(sigma) - (nu + 1) / 2 * pt.log1p(z**2 / nu) - x)
+    if error == "proportional":
+        sd = sigma * pred
+    elif error == "additive":
+        sd = sigma * pt.ones_like(pred)
+    elif error == "combined":
+        sd = pt.sqrt(sigma**2 + (sigma_prop * pred) ** 2)
+    else:
+        raise ValueError(f"unknown error model {error!r}")
+    if censored:
+        return log_ndtr((value - pred) / sd)
+    return _normal_logpdf(value, pred, sd)
