@@ -66,10 +66,16 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
 
             register_jax_softplus()
             method = "sequential" if sampler == "numpyro" else "vectorized"
-            return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
-                             nuts_sampler=sampler, target_accept=target_accept,
-                             progressbar=progressbar, compute_convergence_checks=False,
-                             nuts_sampler_kwargs={"chain_method": method})
+            kw = dict(draws=draws, tune=tune, chains=chains, random_seed=seed,
+                      nuts_sampler=sampler, target_accept=target_accept,
+                      progressbar=progressbar, compute_convergence_checks=False,
+                      nuts_sampler_kwargs={"chain_method": method})
+            if sampler == "numpyro":
+                return pm.sample(**kw)
+            from ckmodel.blackjax_nuts import blackjax_sampler
+
+            with blackjax_sampler():
+                return pm.sample(**kw)
         if sampler == "pathfinder":
             from ckmodel.pathfinder import sample_pathfinder
 
