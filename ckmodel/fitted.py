@@ -122,7 +122,9 @@ class Fit:
         if self.spec.switches and self.data is not None:
             from ckmodel.population.prepare import switch_onsets
 
-            onsets = {k: np.tile(v, n_s)
+            # predictions run in time since the dose: shift the onsets likewise
+            t_dose = self.data.doses.groupby("ID")["TIME"].min().reindex(subjects)
+            onsets = {k: np.tile(v - t_dose.to_numpy(float), n_s)
                       for k, v in switch_onsets(self.data, self.spec, subjects).items()}
         states = solve_states(self.spec, params, t, amt=amt, covariates=covs, onsets=onsets)
         pred = evaluate_outputs(self.spec, states, params, t, covs)
