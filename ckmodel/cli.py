@@ -243,8 +243,8 @@ def fit(
         "fit.nc"),
     outcomes: OutcomesOpt = None,
     column_map: MapOpt = None,
-    sampler: Annotated[str, typer.Option(help="nutpie, pymc, numpyro, blackjax, advi, map")] =
-    "nutpie",
+    sampler: Annotated[str, typer.Option(
+        help="nutpie, pymc, numpyro, blackjax, pathfinder, advi, map")] = "nutpie",
     draws: int = 500,
     tune: int = 500,
     chains: int = 4,
