@@ -102,3 +102,20 @@ def simulate_ckdata(
                        for o in spec.outputs},
              "seed": seed}
     return data, truth
+
+
+def assert_posteriors_agree(a: Any, b: Any, var_names: Sequence[str]) -> None:
+    """Assert two InferenceData posteriors have the same means within Monte-Carlo error.
+
+    The tolerance per variable is 5 combined Monte-Carlo standard errors plus 2% of the
+    posterior SD (for the MCSE estimate's own noise at small ESS).
+    """
+    from ckmodel._arviz import az
+
+    for v in var_names:
+        s1 = az.summary(a, var_names=[v])
+        s2 = az.summary(b, var_names=[v])
+        diff = abs(s1["mean"].iloc[0] - s2["mean"].iloc[0])
+        tol = 5 * np.hypot(s1["mcse_mean"].iloc[0], s2["mcse_mean"].iloc[0]) + \
+            0.02 * s1["sd"].iloc[0]
+        assert diff < tol, (v, diff, tol)

@@ -14,11 +14,11 @@ pytest.importorskip("jax")
 
 @pytest.mark.parametrize("sampler", ["blackjax", "numpyro"])
 def test_jax_sampler_agrees_with_nutpie(sim_data, small_fit, sampler):
-    """Same posterior within Monte-Carlo error (tolerance as in test_cross_sampler_agreement),
+    """Same posterior within Monte-Carlo error (ckmodel.testing.assert_posteriors_agree),
     sample statistics present (NUTS diagnostics work), and the seed reproduces the draws."""
     pytest.importorskip(sampler)
-    from ckmodel._arviz import az
     from ckmodel.fitting import fit
+    from ckmodel.testing import assert_posteriors_agree
 
     data, _ = sim_data
     kw = dict(sampler=sampler, draws=300, tune=300, chains=2, seed=4, progressbar=False,
@@ -31,10 +31,5 @@ def test_jax_sampler_agrees_with_nutpie(sim_data, small_fit, sampler):
             np.testing.assert_array_equal(other.posterior["log_rho"].values,
                                           again.posterior["log_rho"].values)
     assert {"diverging", "tree_depth"} <= set(other.idata.sample_stats.data_vars)
-    for v in ("log_rho", "log_tmax", "log_alpha", "sigma_PB_QPCR"):
-        s1 = az.summary(small_fit.idata, var_names=[v])
-        s2 = az.summary(other.idata, var_names=[v])
-        diff = abs(s1["mean"].iloc[0] - s2["mean"].iloc[0])
-        tol = 5 * np.hypot(s1["mcse_mean"].iloc[0], s2["mcse_mean"].iloc[0]) + \
-            0.02 * s1["sd"].iloc[0]
-        assert diff < tol, (v, diff, tol)
+    assert_posteriors_agree(small_fit.idata, other.idata,
+                            ("log_rho", "log_tmax", "log_alpha", "sigma_PB_QPCR"))
