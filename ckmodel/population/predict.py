@@ -78,8 +78,9 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         sidx = pdata.subject_index[sel]
         t = pdata.time[sel]
         env: dict[str, Any] = dict(spec.constants)
+        theta_rec = theta[sidx]  # one gather per analyte; columns below are views
         for j, p in enumerate(spec.param_names):
-            env[p] = theta[sidx, j]
+            env[p] = theta_rec[:, j]
         for c, v in cov.items():
             env[c] = v[sidx]
         states: dict[str, Any] = {s: 0.0 for s in spec.state_names}
