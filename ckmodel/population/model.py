@@ -45,8 +45,9 @@ class PopulationOptions:
         Residual error model per analyte, overriding the spec (e.g. ``{"PB_QPCR": "student_t"}``).
     blq_method : {"M3", "M1"}
         Censored likelihood for BLQ records, or drop them.
-    method : {"auto", "closed", "ode"}
-        Closed form when available, or the PyTensor ODE solver.
+    method : {"auto", "closed", "closed_graph", "ode"}
+        Closed form when available (fused kernel; ``closed_graph``: plain PyTensor graph), or
+        the compiled ODE solver.
     fixed : mapping of str to float
         Parameters held at a value (no typical-value prior, no random effect).
     """
@@ -236,16 +237,20 @@ def build_model(
                 omegas = [p.iiv.to_pymc(f"omega_{p.name}") for p in iiv]
                 omega = pm.Deterministic("omega", pt.stack(omegas), dims="iiv")
                 nc = [p.name for p in iiv if p.name not in opts.centered]
-                cols = {}
-                if nc:
+                if len(nc) == len(iiv_names):  # all non-centred: one matrix product
                     z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(nc)))
-                    for j, name in enumerate(nc):
-                        cols[name] = z[:, j] * omega[iiv_names.index(name)]
-                for name in opts.centered:
-                    if name in iiv_names:
-                        cols[name] = pm.Normal(f"eta_{name}", 0.0, omega[iiv_names.index(name)],
-                                               dims="subject")
-                eta = pt.stack([cols[n] for n in iiv_names], axis=1)
+                    eta = z * omega
+                else:
+                    cols = {}
+                    if nc:
+                        z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(nc)))
+                        for j, name in enumerate(nc):
+                            cols[name] = z[:, j] * omega[iiv_names.index(name)]
+                    for name in opts.centered:
+                        if name in iiv_names:
+                            cols[name] = pm.Normal(f"eta_{name}", 0.0,
+                                                   omega[iiv_names.index(name)], dims="subject")
+                    eta = pt.stack([cols[n] for n in iiv_names], axis=1)
             pm.Deterministic("eta", eta, dims=("subject", "iiv"))
         else:
             eta = None

@@ -126,8 +126,9 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         sel = np.flatnonzero(pdata.analyte_index == a_i)
         sidx = pdata.subject_index[sel]
         e: dict[str, Any] = dict(spec.constants)
+        theta_rec = theta[sidx]  # one gather per analyte; columns below are views
         for j, p in enumerate(spec.param_names):
-            e[p] = theta[sidx, j]
+            e[p] = theta_rec[:, j]
         for c, v in cov.items():
             e[c] = np.asarray(v, dtype=float)[sidx]
         e["t"] = pdata.time[sel] - t0

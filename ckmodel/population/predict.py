@@ -1,8 +1,10 @@
 """Differentiable predictions of a ModelSpec on the observation records (PyTensor).
 
-Closed forms compile straight to PyTensor expressions, so every PyMC sampler (PyMC's NUTS,
-nutpie via numba, numpyro/blackjax via JAX) gets exact gradients. Models without a closed form
-use :mod:`ckmodel.population.ode`, a Runge-Kutta solver written in PyTensor ``scan``.
+Closed forms run as a fused kernel that returns predictions with their exact Jacobian
+(:mod:`ckmodel.population.closed_kernel`; numba for nutpie, C/Python for PyMC's NUTS, JAX for
+numpyro/blackjax), or, as a reference, as plain PyTensor expressions. Models without a closed
+form, or with a time-varying switch active, use :mod:`ckmodel.population.ode` (compiled RK4 with
+its discrete adjoint).
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     pdata : PopulationData
     theta : tensor, shape (n_subjects, n_parameters)
         Natural-scale individual parameters, columns in ``spec.param_names`` order.
-    method : {"auto", "closed", "ode"}
+    method : {"auto", "closed", "closed_graph", "ode"}
         Closed form when the spec has one and no time-varying switch is active (``auto``), or
-        the compiled RK4 ODE solver.
+        the compiled RK4 ODE solver. The closed form runs as a fused kernel with its exact
+        Jacobian (:mod:`ckmodel.population.closed_kernel`); ``closed_graph`` builds it as a
+        plain PyTensor graph instead (the reference the kernel is tested against).
     ode_options : ckmodel.population.ode.ODEOptions, optional
         Grid and stepping of the ODE solver.
 
@@ -61,9 +65,12 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     """
     switching = any(np.isfinite(v).any() for v in pdata.onsets.values())
     use_closed = not uses_ode(spec, pdata, method)
-    if method == "closed" and spec.solution is None:
+    if method not in ("auto", "closed", "closed_graph", "ode"):
+        raise ValueError("method must be 'auto', 'closed', 'closed_graph' or 'ode', "
+                         f"got {method!r}")
+    if method in ("closed", "closed_graph") and spec.solution is None:
         raise ValueError(f"model '{spec.name}' has no closed form")
-    if method == "closed" and switching:
+    if method in ("closed", "closed_graph") and switching:
         raise ValueError(f"model '{spec.name}' has time-varying switches active in the data; "
                          "its closed form does not apply (use method='ode' or 'auto')")
     cov = {c: pdata.covariates[c].to_numpy(float) for c in spec.covariates}
@@ -72,6 +79,18 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
         from ckmodel.population.ode import ode_outputs
 
         return ode_outputs(spec, pdata, theta, cov, ode_options)
+    if method != "closed_graph":
+        from ckmodel.population.closed_kernel import ClosedFormKernel, ClosedFormOp
+
+        names = list(spec.covariates)
+        cmat = np.stack([cov[c] for c in names], axis=1) if names else np.zeros(
+            (pdata.n_subjects, 0))
+        for a_i, a in enumerate(pdata.analytes):
+            sel = np.flatnonzero(pdata.analyte_index == a_i)
+            kernel = ClosedFormKernel(spec, a, cmat, names, pdata.amt, pdata.dose_time,
+                                      pdata.subject_index[sel], pdata.time[sel])
+            out[a] = ClosedFormOp(kernel)(theta)[0]
+        return out
     out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
     for a_i, a in enumerate(pdata.analytes):
         sel = np.flatnonzero(pdata.analyte_index == a_i)
