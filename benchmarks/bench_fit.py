@@ -2,8 +2,8 @@
 
 For each data set (the bundled example trial when ``data/example_trial/ck.csv`` exists, and a
 40-subject set simulated from the fitted model) and each model (``expansion_biphasic``, closed
-form; ``antigen_driven``, 5-state ODE solved by ckmodel's PyTensor RK4 scan) this measures, per
-sampler:
+form, evaluated by ckmodel's fused closed-form kernel; ``antigen_driven``, 5-state ODE solved by
+ckmodel's compiled RK4 kernel with its discrete adjoint) this measures, per sampler:
 
 * compile seconds and sampling seconds,
 * the smallest bulk ESS over the population-level parameters (typical values, IIV SDs, residual
@@ -1010,8 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samplers", default=",".join(ALL_SAMPLERS),
                     help="ckmodel samplers for the closed form (default: %(default)s)")
     ap.add_argument("--ode-samplers", default="nutpie",
-                    help="ckmodel samplers for the ODE model (default: %(default)s; pymc's C "
-                         "scan takes minutes to compile and ~100 ms per gradient)")
+                    help="ckmodel samplers for the ODE model (default: %(default)s; PyMC's NUTS "
+                         "runs the kernel through Python-level perform() calls)")
     ap.add_argument("--skip-stan", action="store_true", help="no Stan runs")
     ap.add_argument("--datasets", default="example,sim",
                     help="example (data/example_trial/ck.csv, skipped if absent), sim (simulated "
