@@ -40,7 +40,7 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import numba_funcify
 
-from ckmodel.population.ode_kernel import _exp, _Printer, _sigmoid, _softplus
+from ckmodel.population.ode_kernel import _code, _exp, _sigmoid, _softplus
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
@@ -82,29 +82,26 @@ def closed_form_expressions(spec: ModelSpec, analyte: str, covariates: Sequence[
         raise ValueError(f"model '{spec.name}' has no closed form")
     t = sp.Symbol("t", real=True)
     amt = sp.Symbol("AMT", real=True)
-    ren: dict[sp.Symbol, sp.Expr] = {sp.Symbol(p, real=True): sp.Symbol(f"p{j}", real=True)
-                                     for j, p in enumerate(spec.param_names)}
-    ren.update({sp.Symbol(c, real=True): sp.Symbol(f"c{j}", real=True)
-                for j, c in enumerate(covariates)})
+    ps = [sp.Symbol(f"p{j}", real=True) for j in range(len(spec.param_names))]
+    cs = [sp.Symbol(f"c{j}", real=True) for j in range(len(covariates))]
+    dose_syms = {x: [sp.Symbol(f"{x}{d}", real=True) for d in range(n_doses)] for x in "auv"}
+    ren: dict[sp.Symbol, sp.Expr] = {sp.Symbol(p, real=True): s
+                                     for p, s in zip(spec.param_names, ps, strict=True)}
+    ren.update({sp.Symbol(c, real=True): s for c, s in zip(covariates, cs, strict=True)})
     ren.update({sp.Symbol(k, real=True): sp.Float(v) for k, v in spec.constants.items()})
     states = {}
     for s in spec.state_names:
         total = sp.Integer(0)
         for d in range(n_doses):
-            sub = dict(ren)
-            sub.update({t: sp.Symbol(f"u{d}", real=True), amt: sp.Symbol(f"a{d}", real=True)})
-            total = total + sp.Symbol(f"v{d}", real=True) * spec.solution[s].xreplace(sub)
+            sub = {**ren, t: dose_syms["u"][d], amt: dose_syms["a"][d]}
+            total = total + dose_syms["v"][d] * spec.solution[s].xreplace(sub)
         states[sp.Symbol(s, real=True)] = total
     out = spec.output(analyte).value.xreplace({**ren, **states})
-    known = ({t} | {sp.Symbol(f"{x}{i}", real=True) for x, n in
-                    (("p", len(spec.param_names)), ("c", len(covariates)))
-                    for i in range(n)}
-             | {sp.Symbol(f"{x}{d}", real=True) for x in "auv" for d in range(n_doses)})
+    known = {t, *ps, *cs, *(x for syms in dose_syms.values() for x in syms)}
     unknown = out.free_symbols - known
     if unknown:
         raise ValueError(f"the closed form of {analyte} uses {sorted(map(str, unknown))}, which "
                          "the fit cannot supply (declare covariates in the spec)")
-    ps = [sp.Symbol(f"p{j}", real=True) for j in range(len(spec.param_names))]
     grads = tuple(sp.diff(out, p) for p in ps)
     return ClosedFormExpressions(out, grads, len(ps), len(covariates), n_doses)
 
@@ -139,20 +136,10 @@ class _Hoister:
             subj = [a for a in e.args if a.is_Number or _subject_level(a, self.subject_syms)]
             rest = [self(a) for a in e.args if not (a.is_Number
                                                   or _subject_level(a, self.subject_syms))]
-            if len([a for a in subj if not a.is_Number]) == 0:
+            if all(a.is_Number for a in subj):
                 return e.func(*subj, *rest, evaluate=False)
             return e.func(self._name(e.func(*subj)), *rest, evaluate=False)
         return e.func(*[self(a) for a in e.args], evaluate=False)
-
-
-def _lines(exprs: Sequence[sp.Expr], targets: Sequence[str], tag: str, indent: str
-           ) -> list[str]:
-    printer = _Printer({"fully_qualified_modules": False, "standard": "python3"})
-    subs, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols(f"_{tag}"), optimizations=None)
-    out = [f"{indent}{s} = {printer.doprint(e)}" for s, e in subs]
-    out += [f"{indent}{tgt} = {printer.doprint(e)}" for tgt, e in zip(targets, reduced,
-                                                                       strict=True)]
-    return out
 
 
 def _source(ex: ClosedFormExpressions) -> str:
@@ -170,8 +157,8 @@ def _source(ex: ClosedFormExpressions) -> str:
            f"    hs = np.empty((n_s, {max(n_h, 1)}))",
            "    for i in range(n_s):"]
     src += [f"        {x}" for x in loads]
-    src += _lines([e for _, e in hoist.defs], [f"hs[i, {k}]" for k in range(n_h)], "s",
-                  " " * 8)
+    _code(src, [e for _, e in hoist.defs], [f"hs[i, {k}]" for k in range(n_h)], "=", "s",
+          " " * 8)
     src += ["    for k in range(time.shape[0]):",
             "        i = sidx[k]",
             "        t = time[k]"]
@@ -180,7 +167,7 @@ def _source(ex: ClosedFormExpressions) -> str:
     src += [f"        u{d} = tau[k, {d}]" for d in range(ex.n_doses)]
     src += [f"        v{d} = given[k, {d}]" for d in range(ex.n_doses)]
     targets = ["out[k]"] + [f"jac[k, {j}]" for j in range(ex.n_params)]
-    src += _lines(record, targets, "r", " " * 8)
+    _code(src, record, targets, "=", "r", " " * 8)
     return "\n".join(src)
 
 

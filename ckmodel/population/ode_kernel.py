@@ -80,13 +80,14 @@ class _Printer(PythonCodePrinter):
 
 
 def _code(lines: list[str], exprs: Sequence[sp.Expr], targets: Sequence[str], op: str,
-          tag: str) -> None:
+          tag: str, indent: str = "    ") -> None:
+    """Append ``target op expr`` lines, common sub-expressions first (named ``_<tag>0``...)."""
     printer = _Printer({"fully_qualified_modules": False, "standard": "python3"})
     subs, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols(f"_{tag}"), optimizations=None)
     for s, e in subs:
-        lines.append(f"    {s} = {printer.doprint(e)}")
+        lines.append(f"{indent}{s} = {printer.doprint(e)}")
     for tgt, e in zip(targets, reduced, strict=True):
-        lines.append(f"    {tgt} {op} {printer.doprint(e)}")
+        lines.append(f"{indent}{tgt} {op} {printer.doprint(e)}")
 
 
 def switched_odes(spec: ModelSpec) -> tuple[dict[str, sp.Expr], list[str]]:
