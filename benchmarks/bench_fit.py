@@ -157,8 +157,12 @@ def load_dataset(name: str, model: str, n_sim: int) -> Any | None:
 # ckmodel side
 
 
-def build(model: str, data: Any) -> tuple[Any, Any, Any, float]:
-    """Spec, PopulationData and PyMC model (``method="ode"`` for the ODE model); build seconds."""
+def build(model: str, data: Any, fused: bool = False) -> tuple[Any, Any, Any, float]:
+    """Spec, PopulationData and PyMC model (``method="ode"`` for the ODE model); build seconds.
+
+    ``fused``: the closed-form likelihood summed in its kernel, as ``ckmodel.fit`` builds it
+    for nutpie and PyMC's NUTS (``ckmodel.fitting.FUSED_SAMPLERS``).
+    """
     from ckmodel.population import build_model, prepare
     from ckmodel.population.model import PopulationOptions
     from ckmodel.spec import load_model
@@ -167,7 +171,7 @@ def build(model: str, data: Any) -> tuple[Any, Any, Any, float]:
     pdata = prepare(data, spec)
     t0 = time.perf_counter()
     method = "ode" if model == ODE else "closed"
-    pm_model = build_model(spec, pdata, options=PopulationOptions(method=method))
+    pm_model = build_model(spec, pdata, options=PopulationOptions(method=method), fused=fused)
     return spec, pdata, pm_model, time.perf_counter() - t0
 
 
@@ -711,7 +715,10 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
           flush=True)
     checks[key] = {"n_subjects": pdata.n_subjects, "n_obs": pdata.n_obs,
                    "n_blq": int(pdata.blq.sum()), "analytes": list(pdata.analytes)}
+    from ckmodel.fitting import FUSED_SAMPLERS
+
     var_names = population_vars(spec, pdata)
+    fused_model = build(model, data, fused=True)[2]
     seed = args.seed
     state = _JAX_STATE
     for sampler in samplers:
@@ -724,8 +731,9 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
             _bench_jax_sampler(dataset, model, sampler, pm_model, st, full, args, var_names,
                                results, state)
             continue
-        _bench_sampler(Result(dataset, model, sampler, st.label()), sampler, pm_model, st, full,
-                       args, var_names, results)
+        _bench_sampler(Result(dataset, model, sampler, st.label()), sampler,
+                       fused_model if sampler in FUSED_SAMPLERS else pm_model, st, full, args,
+                       var_names, results)
     if model == ODE and _have_jax() and not any(s in samplers for s in ("numpyro", "blackjax")):
         # the JAX samplers are not run on the ODE model by default; time their log density
         try:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Samplers behind ``fit(sampler=...)``.
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
+#: Samplers that run on the fused closed-form likelihood (numba/C; the JAX ones use the
+#: pointwise graph, which lowers to JAX).
+FUSED_SAMPLERS = ("nutpie", "pymc", "advi", "map")
 
 
 def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, seed: int,
@@ -192,7 +195,8 @@ def fit(
                     extra_covariates=[e.covariate for e in static])
     log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
-    pm_model = build_model(spec, pdata, covariates=effects, options=opts)
+    fused = sampler in FUSED_SAMPLERS
+    pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused)
     if mass_matrix not in ("auto", "diag", "low_rank"):
         raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")
     low_rank = mass_matrix == "low_rank" or (
@@ -208,6 +212,9 @@ def fit(
         idata.posterior = idata.posterior.drop_vars(unconstrained)
     import pymc as pm
 
+    if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
+        # the same free variables with observed ``y_<A>``: predictive draws, pointwise logp
+        pm_model = build_model(spec, pdata, covariates=effects, options=opts)
     with pm_model:
         if posterior_predictive and sampler != "map":
             pp = pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=progressbar,
@@ -232,6 +239,7 @@ def fit(
     meta = {
         "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
         "target_accept": target_accept, "mass_matrix": "low_rank" if low_rank else "diag",
+        "likelihood": "fused" if fused else "pointwise",
         "covariates": [e.label for e in effects],
         "covariate_formulas": [c if isinstance(c, str) else c.label for c in covariates],
         "options": {k: (list(v) if isinstance(v, tuple) else v)

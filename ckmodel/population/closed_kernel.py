@@ -25,6 +25,7 @@ model file reaches the compiler.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -142,7 +143,14 @@ class _Hoister:
         return e.func(*[self(a) for a in e.args], evaluate=False)
 
 
-def _source(ex: ClosedFormExpressions) -> str:
+def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
+    """Generated kernel source: predictions + Jacobian, or (``loglik``) the fused likelihood.
+
+    The likelihood variant calls ``_lik(pred, value, log_value, cens, s1, s2)`` per record
+    (the residual-error model, :mod:`ckmodel.population.closed_loglik`) and accumulates the
+    log-likelihood, its gradient in each subject's parameters (``dl/dpred * dpred/dp``) and in
+    the residual SDs, so no record-level array leaves the kernel.
+    """
     subject_syms = ({sp.Symbol(f"p{j}", real=True) for j in range(ex.n_params)}
                     | {sp.Symbol(f"c{j}", real=True) for j in range(ex.n_covariates)}
                     | {sp.Symbol(f"a{d}", real=True) for d in range(ex.n_doses)})
@@ -152,13 +160,20 @@ def _source(ex: ClosedFormExpressions) -> str:
              + [f"c{j} = cov[i, {j}]" for j in range(ex.n_covariates)]
              + [f"a{d} = amt[i, {d}]" for d in range(ex.n_doses)])
     n_h = len(hoist.defs)
-    src = ["def kernel(theta, cov, amt, sidx, time, tau, given, out, jac):",
+    args = "theta, cov, amt, sidx, time, tau, given, "
+    args += "value, log_value, cens, s1, s2, gtheta, gsig" if loglik else "out, jac"
+    src = [f"def kernel({args}):",
            "    n_s = theta.shape[0]",
            f"    hs = np.empty((n_s, {max(n_h, 1)}))",
            "    for i in range(n_s):"]
     src += [f"        {x}" for x in loads]
     _code(src, [e for _, e in hoist.defs], [f"hs[i, {k}]" for k in range(n_h)], "=", "s",
           " " * 8)
+    if loglik:
+        src += ["    gtheta[:, :] = 0.0",
+                "    ll = 0.0",
+                "    g1 = 0.0",
+                "    g2 = 0.0"]
     src += ["    for k in range(time.shape[0]):",
             "        i = sidx[k]",
             "        t = time[k]"]
@@ -166,14 +181,29 @@ def _source(ex: ClosedFormExpressions) -> str:
     src += [f"        h{k} = hs[i, {k}]" for k in range(n_h)]
     src += [f"        u{d} = tau[k, {d}]" for d in range(ex.n_doses)]
     src += [f"        v{d} = given[k, {d}]" for d in range(ex.n_doses)]
-    targets = ["out[k]"] + [f"jac[k, {j}]" for j in range(ex.n_params)]
-    _code(src, record, targets, "=", "r", " " * 8)
+    if not loglik:
+        targets = ["out[k]"] + [f"jac[k, {j}]" for j in range(ex.n_params)]
+        _code(src, record, targets, "=", "r", " " * 8)
+        return "\n".join(src)
+    _code(src, record, ["pred"] + [f"_j{j}" for j in range(ex.n_params)], "=", "r", " " * 8)
+    src += ["        l, dp, d1, d2 = _lik(pred, value[k], log_value[k], cens[k], s1, s2)",
+            "        ll += l",
+            "        g1 += d1",
+            "        g2 += d2"]
+    src += [f"        gtheta[i, {j}] += dp * _j{j}" for j in range(ex.n_params)]
+    src += ["    gsig[0] = g1",
+            "    gsig[1] = g2",
+            "    return ll"]
     return "\n".join(src)
 
 
-def _compile(src: str) -> Any:
-    # the source is generated above from whitelisted sympy trees over renamed symbols
-    glb = {"math": math, "np": np, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus}
+@functools.lru_cache(maxsize=64)
+def _compile(src: str, lik: Any = None) -> Any:
+    # the source is generated above from whitelisted sympy trees over renamed symbols; the
+    # data are arguments, so models of the same spec share one compiled kernel (numba
+    # compiles it once, on the first call)
+    glb = {"math": math, "np": np, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus,
+           "_lik": lik}
     loc: dict[str, Any] = {}
     exec(compile(src, "<ckmodel generated closed-form kernel>", "exec"), glb, loc)  # noqa: S102
     return numba.njit(loc["kernel"])

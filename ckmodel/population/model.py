@@ -22,9 +22,11 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from ckmodel.errors import ModelSpecError
+from ckmodel.population.closed_kernel import ClosedFormOp
+from ckmodel.population.closed_loglik import FUSED_ERRORS, ClosedFormLogLik, closed_loglik
 from ckmodel.population.covariates import CovariateEffect, covariate_design, parse_covariates
 from ckmodel.population.likelihood import pointwise_loglik
-from ckmodel.population.predict import predict_outputs
+from ckmodel.population.predict import closed_kernels, predict_outputs, uses_ode
 from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.model import ERROR_MODELS, ModelSpec
 
@@ -130,6 +132,7 @@ def build_model(
     *,
     covariates: Sequence[str | CovariateEffect] = (),
     options: PopulationOptions | None = None,
+    fused: bool = False,
 ) -> pm.Model:
     """Build the hierarchical PyMC model of ``pdata`` under ``spec``.
 
@@ -142,6 +145,15 @@ def build_model(
     covariates : sequence of str or CovariateEffect
         Covariate effects, e.g. ``["rho ~ log(DOSE)", "f0 ~ BM_BLAST_PCT"]``.
     options : PopulationOptions, optional
+    fused : bool
+        Sum each closed-form analyte's log-likelihood inside its compiled kernel
+        (:mod:`ckmodel.population.closed_loglik`), as a ``pm.Potential`` named
+        ``loglik_<A>``, instead of an observed variable ``y_<A>``: the same log density, with
+        no record-level nodes in the graph (about 2x faster gradients under nutpie). Such a
+        model samples with nutpie, PyMC's NUTS, ADVI or MAP (not the JAX samplers) and has no
+        observed variables, so the posterior predictive and pointwise log-likelihood come from
+        the model built with ``fused=False``, which has the same free variables. Analytes solved
+        as ODEs or with a Student-t error keep the pointwise likelihood.
 
     Returns
     -------
@@ -259,7 +271,14 @@ def build_model(
                                  dims=("subject", "parameter"))
 
         # predictions and likelihood per analyte
-        preds = predict_outputs(spec, pdata, theta, method=opts.method, ode_options=opts.ode)
+        fuse = (fused and opts.method in ("auto", "closed")
+                and not uses_ode(spec, pdata, opts.method))
+        if fuse:
+            kernels = closed_kernels(spec, pdata)
+            preds = {a: ClosedFormOp(k)(theta)[0] for a, k in kernels.items()}
+        else:
+            preds = predict_outputs(spec, pdata, theta, method=opts.method,
+                                    ode_options=opts.ode)
         for a_i, a in enumerate(pdata.analytes):
             out = spec.output(a)
             err = opts.error.get(a, out.error)
@@ -270,6 +289,11 @@ def build_model(
             sig_args = [sigma]
             if err == "combined":
                 sig_args.append((out.sigma_prop or out.sigma).to_pymc(f"sigma_prop_{a}"))
+            if fuse and err in FUSED_ERRORS:
+                lik = ClosedFormLogLik(kernels[a], err, value, blq, pdata.blq_method)
+                pm.Potential(f"loglik_{a}", closed_loglik(
+                    lik, theta, sigma, sig_args[1] if err == "combined" else None))
+                continue
             pred = preds[a]
             if err in ("log_normal", "student_t", "proportional"):
                 pred = pt.maximum(pred, 1e-300)

@@ -19,7 +19,7 @@ from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["predict_outputs", "uses_ode"]
+__all__ = ["closed_kernels", "predict_outputs", "uses_ode"]
 
 
 def uses_ode(spec: ModelSpec, pdata: PopulationData, method: str = "auto") -> bool:
@@ -30,6 +30,26 @@ def uses_ode(spec: ModelSpec, pdata: PopulationData, method: str = "auto") -> bo
     """
     switching = any(np.isfinite(v).any() for v in pdata.onsets.values())
     return method == "ode" or spec.solution is None or switching
+
+
+def closed_kernels(spec: ModelSpec, pdata: PopulationData) -> dict[str, Any]:
+    """The fused closed-form kernel of each fitted analyte, on its records (data order).
+
+    Returns
+    -------
+    dict of str to ClosedFormKernel
+    """
+    from ckmodel.population.closed_kernel import ClosedFormKernel
+
+    names = list(spec.covariates)
+    cmat = (np.stack([pdata.covariates[c].to_numpy(float) for c in names], axis=1) if names
+            else np.zeros((pdata.n_subjects, 0)))
+    out = {}
+    for a_i, a in enumerate(pdata.analytes):
+        sel = np.flatnonzero(pdata.analyte_index == a_i)
+        out[a] = ClosedFormKernel(spec, a, cmat, names, pdata.amt, pdata.dose_time,
+                                  pdata.subject_index[sel], pdata.time[sel])
+    return out
 
 
 def _closed_states(spec: ModelSpec, env: Mapping[str, Any], tau: np.ndarray, amt: np.ndarray
@@ -80,17 +100,9 @@ def predict_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
 
         return ode_outputs(spec, pdata, theta, cov, ode_options)
     if method != "closed_graph":
-        from ckmodel.population.closed_kernel import ClosedFormKernel, ClosedFormOp
+        from ckmodel.population.closed_kernel import ClosedFormOp
 
-        names = list(spec.covariates)
-        cmat = np.stack([cov[c] for c in names], axis=1) if names else np.zeros(
-            (pdata.n_subjects, 0))
-        for a_i, a in enumerate(pdata.analytes):
-            sel = np.flatnonzero(pdata.analyte_index == a_i)
-            kernel = ClosedFormKernel(spec, a, cmat, names, pdata.amt, pdata.dose_time,
-                                      pdata.subject_index[sel], pdata.time[sel])
-            out[a] = ClosedFormOp(kernel)(theta)[0]
-        return out
+        return {a: ClosedFormOp(k)(theta)[0] for a, k in closed_kernels(spec, pdata).items()}
     out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
     for a_i, a in enumerate(pdata.analytes):
         sel = np.flatnonzero(pdata.analyte_index == a_i)
