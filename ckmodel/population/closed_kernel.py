@@ -42,7 +42,7 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch import numba_funcify
 
 from ckmodel.population.ode_kernel import _code, _exp, _sigmoid, _softplus
-from ckmodel.spec.expr import compile_expr
+from ckmodel.spec.expr import compile_expr, sigmoid, softplus
 from ckmodel.spec.model import ModelSpec
 
 __all__ = ["ClosedFormKernel", "ClosedFormOp", "closed_form_expressions"]
@@ -143,6 +143,32 @@ class _Hoister:
         return e.func(*[self(a) for a in e.args], evaluate=False)
 
 
+@numba.njit(inline="always", cache=True)
+def _softplus_sigmoid(x: float) -> tuple[float, float]:
+    """``softplus(x)`` and ``sigmoid(x)`` from one ``exp(-|x|)``."""
+    e = math.exp(-abs(x))
+    sig = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
+    return max(x, 0.0) + math.log1p(e), sig
+
+
+def _pair_gates(exprs: Sequence[sp.Expr]
+                ) -> tuple[list[sp.Expr], list[tuple[sp.Expr, str, str]]]:
+    """Name ``softplus(x)`` and ``sigmoid(x)`` of a shared ``x`` as symbols.
+
+    A smooth gate's integral and its derivative share their argument, so the kernel
+    evaluates both from one exponential.
+    """
+    args = {f: {a.args[0] for e in exprs for a in e.atoms(f)} for f in (softplus, sigmoid)}
+    pairs = sorted(args[softplus] & args[sigmoid], key=sp.default_sort_key)
+    sub: dict[sp.Expr, sp.Symbol] = {}
+    named = []
+    for k, x in enumerate(pairs):
+        sub[softplus(x)] = sp.Symbol(f"_sp{k}", real=True)
+        sub[sigmoid(x)] = sp.Symbol(f"_sg{k}", real=True)
+        named.append((x, f"_sp{k}", f"_sg{k}"))
+    return [e.xreplace(sub) for e in exprs], named
+
+
 def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
     """Generated kernel source: predictions + Jacobian, or (``loglik``) the fused likelihood.
 
@@ -181,6 +207,10 @@ def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
     src += [f"        h{k} = hs[i, {k}]" for k in range(n_h)]
     src += [f"        u{d} = tau[k, {d}]" for d in range(ex.n_doses)]
     src += [f"        v{d} = given[k, {d}]" for d in range(ex.n_doses)]
+    record, gates = _pair_gates(record)
+    _code(src, [x for x, _, _ in gates], [f"_x{k}" for k in range(len(gates))], "=", "q",
+          " " * 8)
+    src += [f"        {f}, {g} = _softplus_sigmoid(_x{k})" for k, (_, f, g) in enumerate(gates)]
     if not loglik:
         targets = ["out[k]"] + [f"jac[k, {j}]" for j in range(ex.n_params)]
         _code(src, record, targets, "=", "r", " " * 8)
@@ -197,16 +227,20 @@ def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
     return "\n".join(src)
 
 
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
 @functools.lru_cache(maxsize=64)
 def _compile(src: str, lik: Any = None) -> Any:
     # the source is generated above from whitelisted sympy trees over renamed symbols; the
     # data are arguments, so models of the same spec share one compiled kernel (numba
     # compiles it once, on the first call)
     glb = {"math": math, "np": np, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus,
-           "_lik": lik}
+           "_softplus_sigmoid": _softplus_sigmoid, "_lik": lik}
     loc: dict[str, Any] = {}
     exec(compile(src, "<ckmodel generated closed-form kernel>", "exec"), glb, loc)  # noqa: S102
-    return numba.njit(loc["kernel"])
+    # value-safe fast-math only: reassociation and contraction, never "no NaN / no inf"
+    return numba.njit(fastmath=_FASTMATH)(loc["kernel"])
 
 
 class ClosedFormKernel:
