@@ -83,13 +83,9 @@ def _lik_log_normal(pred: float, value: float, log_value: float, cens: int, s1: 
         return 0.0, 0.0, 0.0, 0.0
     clipped = pred < _TINY
     p = _TINY if clipped else pred
-    z = (log_value - math.log(p)) / s1
-    if cens == CENSORED:
-        lv, dz = _log_ndtr(z)
-        dmu, ds = -dz / s1, -dz * z / s1
-    else:
-        lv = -0.5 * z * z - math.log(s1) - _HALF_LOG_2PI - log_value
-        dmu, ds = z / s1, (z * z - 1.0) / s1
+    lv, dmu, ds = _normal(log_value, math.log(p), s1, cens)  # normal on log DV
+    if cens == QUANTIFIED:
+        lv -= log_value  # density on the DV scale
     return lv, 0.0 if clipped else dmu / p, ds, 0.0
 
 
