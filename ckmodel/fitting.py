@@ -197,6 +197,10 @@ def fit(
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused)
+    # what was actually fused (ODE and Student-t analytes keep the pointwise likelihood)
+    fused_analytes = [p.name.removeprefix("loglik_") for p in pm_model.potentials
+                      if p.name.startswith("loglik_")]
+    fused = bool(fused_analytes)
     if mass_matrix not in ("auto", "diag", "low_rank"):
         raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")
     low_rank = mass_matrix == "low_rank" or (
@@ -239,7 +243,7 @@ def fit(
     meta = {
         "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
         "target_accept": target_accept, "mass_matrix": "low_rank" if low_rank else "diag",
-        "likelihood": "fused" if fused else "pointwise",
+        "likelihood": "fused" if fused else "pointwise", "fused_analytes": fused_analytes,
         "covariates": [e.label for e in effects],
         "covariate_formulas": [c if isinstance(c, str) else c.label for c in covariates],
         "options": {k: (list(v) if isinstance(v, tuple) else v)

@@ -64,6 +64,8 @@ def test_meta_records_reproducibility_facts(small_fit, sim_data):
     assert meta["spec_hash"] == small_fit.spec.hash()
     assert {"pymc", "pytensor", "numpy", "arviz"} <= set(meta["versions"])
     assert "divergences" in meta["convergence"]
+    # nutpie samples the fused closed-form likelihood; the groups come from the pointwise one
+    assert meta["likelihood"] == "fused" and meta["fused_analytes"] == ["PB_QPCR"]
 
 
 def test_summary_table(small_fit):
