@@ -154,7 +154,7 @@ class ClosedFormLogLik:
             self.log_value = np.ascontiguousarray(np.log(self.value))
         self.cens = np.where(blq, CENSORED if blq_method == "M3" else SKIPPED,
                              QUANTIFIED).astype(np.int64)
-        if error in ("log_normal",) and not np.isfinite(self.log_value[self.cens != SKIPPED]).all():
+        if error == "log_normal" and not np.isfinite(self.log_value[self.cens != SKIPPED]).all():
             raise ValueError(f"{kernel.analyte}: log-normal error needs positive values "
                              "(and a positive LLOQ on BLQ records)")
         self.source = _source(kernel.exprs, loglik=True)

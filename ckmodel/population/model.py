@@ -275,7 +275,6 @@ def build_model(
                 and not uses_ode(spec, pdata, opts.method))
         if fuse:
             kernels = closed_kernels(spec, pdata)
-            preds = {a: ClosedFormOp(k)(theta)[0] for a, k in kernels.items()}
         else:
             preds = predict_outputs(spec, pdata, theta, method=opts.method,
                                     ode_options=opts.ode)
@@ -294,7 +293,7 @@ def build_model(
                 pm.Potential(f"loglik_{a}", closed_loglik(
                     lik, theta, sigma, sig_args[1] if err == "combined" else None))
                 continue
-            pred = preds[a]
+            pred = ClosedFormOp(kernels[a])(theta)[0] if fuse else preds[a]
             if err in ("log_normal", "student_t", "proportional"):
                 pred = pt.maximum(pred, 1e-300)
 
