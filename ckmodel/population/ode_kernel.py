@@ -6,7 +6,7 @@ subject, the right-hand side ``f(t, y, p, c)`` and its vector-Jacobian product
 compiles them with numba. Two kernels loop over subjects and steps of a fixed grid:
 
 * :meth:`RK4Kernel.forward` returns the states at the requested grid points, and the whole
-  trajectory up to the last of them;
+  trajectory up to the last of them (states and the stages k1, k2, k3 of each step);
 * :meth:`RK4Kernel.backward` takes that trajectory and returns the gradients of
   ``sum(g * states)`` with respect to the initial states and the parameters: the exact
   reverse-mode derivative of the discrete RK4 scheme (not of the ODE), so gradients match
@@ -73,9 +73,10 @@ class _Printer(PythonCodePrinter):
             return f"math.sqrt({self._print(base)})"
         if ex == -1:
             return f"(1.0/({self._print(base)}))"
-        if ex.is_Integer and 1 < int(ex) <= 4:
+        if ex.is_Integer and 1 < abs(int(ex)) <= 4:  # products, not a pow() call
             b = self._print(base)
-            return "(" + "*".join([f"({b})"] * int(ex)) + ")"
+            prod = "(" + "*".join([f"({b})"] * abs(int(ex))) + ")"
+            return prod if int(ex) > 0 else f"(1.0/{prod})"
         return f"(({self._print(base)})**({self._print(ex)}))"
 
 
@@ -168,16 +169,21 @@ def _generate(spec: ModelSpec, inputs: tuple[str, ...]) -> _Source:
     return _Source("\n".join(rhs), "\n".join(vjp))
 
 
+#: Value-safe fast-math flags (reassociation, fused multiply-add, reciprocal instead of division,
+#: signless zeros); never "no NaN / no inf", so overflow and NaN still propagate and are seen.
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
 def _compile(src: str, name: str) -> Any:
     # the source is generated above from whitelisted sympy trees over renamed symbols
     glb = {"math": math, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus}
     loc: dict[str, Any] = {}
     exec(compile(src, f"<ckmodel generated {name}>", "exec"), glb, loc)  # noqa: S102
-    return numba.njit(inline="always")(loc[name]) if name == "rhs" else numba.njit(loc[name])
+    return numba.njit(inline="always", fastmath=_FASTMATH)(loc[name])
 
 
 def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
-    @numba.njit
+    @numba.njit(fastmath=_FASTMATH)
     def stages(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
                k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
                tmp: np.ndarray) -> None:
@@ -192,7 +198,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
             tmp[i] = y[i] + h * k3[i]
         rhs(t + h, tmp, p, c, k4)
 
-    @numba.njit
+    @numba.njit(fastmath=_FASTMATH)
     def step(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
              k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
              tmp: np.ndarray) -> None:
@@ -200,14 +206,16 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
         for i in range(n):
             y[i] = y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
 
-    @numba.njit
+    @numba.njit(fastmath=_FASTMATH)
     def forward(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
                 save: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = y0.shape[0]
         n_k = save.shape[0]
         n_g = save[n_k - 1] + 1 if n_k > 0 else 1  # no step beyond the last saved point
         out = np.empty((n_s, n_k, n))
-        traj = np.empty((n_s, n_g, n))
+        # per grid point: the state, then the stages k1, k2, k3 of the step that starts there
+        # (the adjoint needs them; storing them saves re-evaluating the right-hand side)
+        traj = np.zeros((n_s, n_g, 4 * n))
         k1 = np.empty(n)
         k2 = np.empty(n)
         k3 = np.empty(n)
@@ -223,13 +231,16 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
             for g in range(n_g - 1):
                 step(grid[g], grid[g + 1] - grid[g], y, p, c, k1, k2, k3, k4, tmp)
                 for i in range(n):
+                    traj[s, g, n + i] = k1[i]
+                    traj[s, g, 2 * n + i] = k2[i]
+                    traj[s, g, 3 * n + i] = k3[i]
                     traj[s, g + 1, i] = y[i]
             for k in range(n_k):
                 for i in range(n):
                     out[s, k, i] = traj[s, save[k], i]
         return out, traj
 
-    @numba.njit
+    @numba.njit(fastmath=_FASTMATH)
     def backward(traj: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
                  save: np.ndarray, gout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = traj.shape[0]
@@ -262,9 +273,11 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
                     k -= 1
                 t = grid[g]
                 h = grid[g + 1] - grid[g]
-                yg = traj[s, g]
-                # recompute the stages of step g (k4 is overwritten below)
-                stages(t, h, yg, p, c, k1, k2, k3, k4, tmp)
+                yg = traj[s, g, :n]
+                for i in range(n):  # the stages of step g, stored by the forward pass
+                    k1[i] = traj[s, g, n + i]
+                    k2[i] = traj[s, g, 2 * n + i]
+                    k3[i] = traj[s, g, 3 * n + i]
                 # adjoints of the stage derivatives k_i
                 for i in range(n):
                     new[i] = lam[i]

@@ -57,8 +57,10 @@ class _KernelOp(Op):
 class ODESolveOp(_KernelOp):
     """States of every subject at the saved grid points: ``(subjects, saved, states)``.
 
-    A second output holds the whole trajectory ``(subjects, grid points, states)`` up to the
-    last saved point, which the gradient reuses instead of solving again; it has no gradient.
+    A second output holds the whole trajectory up to the last saved point, ``(subjects, grid
+    points, 4 * states)``: at each grid point the state, then the RK4 stages k1, k2, k3 of the
+    step that starts there. The gradient reuses it instead of solving again; it has no
+    gradient itself.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ class ODESolveOp(_KernelOp):
         n_s = y0.type.shape[0]
         n_g = int(self.save[-1]) + 1 if self.save.size else 1
         out = pt.tensor3(dtype="float64", shape=(n_s, self.save.size, self.n_states))
-        traj = pt.tensor3(dtype="float64", shape=(n_s, n_g, self.n_states))
+        traj = pt.tensor3(dtype="float64", shape=(n_s, n_g, 4 * self.n_states))
         return Apply(self, [y0, params, cov], [out, traj])
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
@@ -177,12 +179,14 @@ def _jax_forward(op: _KernelOp) -> Any:
             k2 = rhs(t + h / 2, y + h / 2 * k1)
             k3 = rhs(t + h / 2, y + h / 2 * k2)
             k4 = rhs(t + h, y + h * k3)
-            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-            return y, y
+            y_new = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            return y_new, (y_new, jnp.concatenate([k1, k2, k3], axis=1))
 
-        _, traj = jax.lax.scan(step, y0, (grid[:-1], jnp.diff(grid)))
-        traj = jnp.transpose(jnp.concatenate([y0[None], traj], axis=0), (1, 0, 2))
-        return traj[:, save], traj[:, :n_g]
+        _, (ys, ks) = jax.lax.scan(step, y0, (grid[:-1], jnp.diff(grid)))
+        ys = jnp.concatenate([y0[None], ys], axis=0)  # (grid, subjects, states)
+        ks = jnp.concatenate([ks, jnp.zeros((1, *ks.shape[1:]))], axis=0)  # none after the last
+        traj = jnp.transpose(jnp.concatenate([ys, ks], axis=2), (1, 0, 2))
+        return traj[:, save, :y0.shape[1]], traj
 
     return forward
 
