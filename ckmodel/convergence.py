@@ -11,7 +11,7 @@ import pandas as pd
 from ckmodel._arviz import az
 from ckmodel.errors import ConvergenceWarning
 
-__all__ = ["convergence_table", "check_convergence", "RHAT_MAX", "ESS_MIN"]
+__all__ = ["convergence_table", "check_convergence", "lagging_chains", "RHAT_MAX", "ESS_MIN"]
 
 #: R-hat above this flags a parameter (Vehtari et al. 2021).
 RHAT_MAX = 1.01
@@ -43,6 +43,36 @@ def _sample_stat(idata: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
+#: A chain whose mean log density is this many within-chain SDs below the median chain's is
+#: reported as lagging (stuck in a poor region or at its start).
+LAG_SDS = 6.0
+
+
+def lagging_chains(idata: Any, n_sds: float = LAG_SDS) -> list[int]:
+    """Chains stuck far below the others in log density, or not moving at all.
+
+    A chain is flagged when its mean log density (sample stat ``lp``/``logp``) lies more than
+    ``n_sds`` pooled within-chain SDs below the median of the chain means, or when more than
+    half of its draws repeat the previous draw's log density exactly (every proposal rejected).
+    R-hat also grows in both cases, but it does not say which chain or why.
+
+    Returns
+    -------
+    list of int
+        Indices (the ``chain`` coordinate's positions) of the flagged chains.
+    """
+    lp = _sample_stat(idata, ("lp", "logp"))
+    if lp is None or lp.sizes.get("chain", 1) < 2 or lp.sizes.get("draw", 0) < 4:
+        return []
+    x = np.asarray(lp.transpose("chain", "draw").values, dtype=float)
+    means = np.nanmean(x, axis=1)
+    sd = np.sqrt(np.nanmean(np.nanvar(x, axis=1)))
+    centre = np.nanmedian(means)
+    frozen = np.mean(np.diff(x, axis=1) == 0.0, axis=1) > 0.5
+    low = means < centre - n_sds * max(sd, 1e-12)
+    return [int(c) for c in np.flatnonzero(low | frozen | ~np.isfinite(means))]
+
+
 def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
                       ess_min: float = ESS_MIN, rhat_max: float = RHAT_MAX) -> dict[str, Any]:
     """Summarise divergences, tree depth, R-hat and ESS; warn once if anything is off.
@@ -52,7 +82,8 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
     dict
         ``divergences`` (total), ``divergences_per_chain``, ``treedepth_hits``,
         ``mean_tree_depth``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``flagged``
-        (parameters with R-hat > 1.01 or ESS < 400) and ``ok``.
+        (parameters with R-hat > 1.01 or ESS < 400), ``lagging_chains`` (see
+        :func:`lagging_chains`) and ``ok``.
     """
     out: dict[str, Any] = {}
     div = _sample_stat(idata, ("diverging",))
@@ -77,7 +108,13 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
                     | (table["ess_tail"] < ess_min)]
         flagged = list(bad.index)
     out["flagged"] = flagged
+    out["lagging_chains"] = lagging_chains(idata)
     problems = []
+    if out["lagging_chains"]:
+        problems.append(f"chain(s) {out['lagging_chains']} stuck far below the others in log "
+                        "density (or not moving): the chains did not find the same region; "
+                        "give better initial values or more informative priors, or fix "
+                        "parameters the data cannot identify")
     if out.get("divergences", 0) > 0:
         problems.append(f"{out['divergences']} divergent transition(s) (per chain: "
                         f"{out['divergences_per_chain']}): raise target_accept (e.g. 0.95), "

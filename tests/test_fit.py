@@ -180,6 +180,30 @@ def test_convergence_warning_is_loud():
     assert out["max_rhat"] > 1.01
 
 
+def test_lagging_and_frozen_chains_are_named():
+    from ckmodel._arviz import az
+    from ckmodel.convergence import check_convergence, lagging_chains
+
+    rng = np.random.default_rng(1)
+    lp = rng.normal(-500.0, 3.0, size=(4, 200))  # within-chain SD 3
+    ok = az.from_dict(posterior={"a": rng.normal(size=(4, 200))}, sample_stats={"lp": lp})
+    assert lagging_chains(ok) == []
+    low = lp.copy()
+    low[2] -= 40.0  # ~13 SDs below the others: a chain stuck in a poor region
+    frozen = lp.copy()
+    frozen[1] = -480.0  # never moves (every proposal rejected), at a better log density
+    for stats, want in (({"lp": low}, [2]), ({"logp": frozen}, [1])):
+        idata = az.from_dict(posterior={"a": rng.normal(size=(4, 200))}, sample_stats=stats)
+        assert lagging_chains(idata) == want
+        with pytest.warns(ConvergenceWarning, match=rf"chain\(s\) \[{want[0]}\] stuck"):
+            out = check_convergence(idata)
+        assert out["lagging_chains"] == want and not out["ok"]
+    # a shift of 2 SDs is ordinary chain-to-chain noise in a short run, not flagged
+    near = lp.copy()
+    near[0] -= 6.0
+    assert lagging_chains(az.from_dict(posterior={"a": lp}, sample_stats={"lp": near})) == []
+
+
 def test_predict_dense_curves_on_demand(small_fit, sim_data):
     """Posterior-median individual curves track each subject's true curve."""
     from ckmodel.solve import evaluate_outputs, solve_states
