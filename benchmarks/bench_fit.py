@@ -387,7 +387,7 @@ def stan_data(spec: Any, pdata: Any) -> tuple[dict[str, Any], np.ndarray]:
                     sigma_sd=_half_normal_sd(spec.output("PB_QPCR").sigma),
                     w=float(spec.constants["w"])), order
     assert spec.name == ODE
-    assert spec.param_names == ("f0", "kp", "L50", "ag_n", "Emax", "d_e", "k_em", "k_me", "k_ex",
+    assert spec.param_names == ("f0", "r_exp", "L50", "ag_n", "Emax", "d_e", "k_em", "k_me", "k_ex",
                                 "d_m", "d_x", "g", "k_kill", "E50", "q_n", "k_n", "r_bm")
     assert all(p.scale == "log" for p in spec.parameters)
     if np.unique(dose_t).size != 1:
@@ -892,15 +892,17 @@ def bench_pm_ode(data: Any, n_subjects: int, steps_per_iter: float, seed: int = 
 
     def rhs(y: Any, t: Any, p: Any) -> list[Any]:
         th = dict(zip(pn, [p[j] for j in range(len(pn))], strict=True))
-        e, m, x, lb, nn = (y[i] for i in range(5))
+        e, m, x, llb, nn = (y[i] for i in range(5))
+        lb = pt.exp(llb)
+        kp = th["r_exp"] + th["d_e"] + th["k_em"] + th["k_ex"]
         a = lb / th["L50"] + th["ag_n"] * nn
         f = a / (1 + a)
         kill = th["k_kill"] * e / (e + th["E50"])
-        return [th["kp"] * f * e / (1 + e / th["Emax"])
+        return [kp * f * e / (1 + e / th["Emax"])
                 - (th["k_em"] + th["k_ex"] * f + th["d_e"]) * e + th["k_me"] * f * m,
                 th["k_em"] * e - th["k_me"] * f * m - th["d_m"] * m,
                 th["k_ex"] * f * e - th["d_x"] * x,
-                th["g"] * lb * (1 - lb / 100) - kill * lb,
+                th["g"] * (1 - lb / 100) - kill,
                 th["k_n"] * (1 - nn) - th["q_n"] * kill * nn]
 
     ode = pm.ode.DifferentialEquation(func=rhs, times=times, n_states=5, n_theta=len(pn),
@@ -924,7 +926,8 @@ def bench_pm_ode(data: Any, n_subjects: int, steps_per_iter: float, seed: int = 
         for r in np.flatnonzero(pdata.subject_index == i):
             if pdata.time[r] > t0:
                 wi[np.searchsorted(times, pdata.time[r]), :3] += 1.0
-        subj.append((np.array([thi[0] * pdata.amt[i, 0], 0.0, 0.0, blast[i], 1.0]), thi, wi))
+        subj.append((np.array([thi[0] * pdata.amt[i, 0], 0.0, 0.0, np.log(blast[i]), 1.0]), thi,
+                     wi))
     fn(*subj[0])
     best = []
     for _ in range(2):

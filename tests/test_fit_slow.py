@@ -97,7 +97,7 @@ def test_simulation_based_calibration_ranks_uniform():
         assert stats.chisquare(counts).pvalue > 1e-3, (p, counts)
 
 
-def test_ode_fit_of_antigen_driven_runs_and_recovers_kp():
+def test_ode_fit_of_antigen_driven_runs_and_recovers_r_exp():
     """The PyTensor RK4 path samples the 5-state antigen-driven model (small, short run)."""
     from ckmodel.population import PopulationOptions
     from ckmodel.testing import simulate_ckdata
@@ -107,7 +107,7 @@ def test_ode_fit_of_antigen_driven_runs_and_recovers_kp():
                                   covariates={"BM_BLAST_PCT": 40.0})
     res = _fit(data, "antigen_driven", draws=150, tune=200, chains=2, seed=1,
                analytes=["PB_QPCR"], options=PopulationOptions(method="ode"))
-    kp = res.posterior["kp_pop"].values.ravel()
-    assert np.all(np.isfinite(kp))
-    lo, hi = np.quantile(kp, [0.01, 0.99])
-    assert lo < truth["typical"]["kp"] < hi
+    r_exp = res.posterior["r_exp_pop"].values.ravel()
+    assert np.all(np.isfinite(r_exp))
+    lo, hi = np.quantile(r_exp, [0.01, 0.99])
+    assert lo < truth["typical"]["r_exp"] < hi

@@ -5,25 +5,27 @@
 // the RK4 step error.
 //   parameter p of subject i: log theta_ip = mu_p + omega_p z_ip (p with IIV), = mu_p otherwise
 //   mu_p ~ Normal(prior_mu_p, prior_sd_p), omega ~ HalfNormal(iiv_sd), z ~ N(0, 1)
-//   states E, M, X (CAR-T), L (marrow blasts, starts at BM_BLAST_PCT), N (normal myeloid, 1)
-//   outputs PB_QPCR = E + M + X, BM_QPCR = r_bm (E + M + X), BM_BLAST = L; log-normal residuals
+//   states E, M, X (CAR-T), lL = log L (log marrow blasts, starts at log BM_BLAST_PCT), N
+//   (normal myeloid, starts at 1); proliferation kp = r_exp + d_e + k_em + k_ex (derived)
+//   outputs PB_QPCR = E + M + X, BM_QPCR = r_bm (E + M + X), BM_BLAST = exp(lL); log-normal residuals
 //   with one SD per analyte; BLQ records: log P(y < LLOQ) (M3).
-// Parameter order (P = 17): f0 kp L50 ag_n Emax d_e k_em k_me k_ex d_m d_x g k_kill E50 q_n k_n r_bm
+// Parameter order (P = 17): f0 r_exp L50 ag_n Emax d_e k_em k_me k_ex d_m d_x g k_kill E50 q_n k_n r_bm
 functions {
   vector rhs(real t, vector y, vector th) {
     real E = y[1];
     real M = y[2];
     real X = y[3];
-    real L = y[4];
+    real L = exp(y[4]);
     real Nn = y[5];
+    real kp = th[2] + th[6] + th[7] + th[9];
     real A = L / th[3] + th[4] * Nn;
     real f = A / (1 + A);
     real kill = th[13] * E / (E + th[14]);
     vector[5] dy;
-    dy[1] = th[2] * f * E / (1 + E / th[5]) - (th[7] + th[9] * f + th[6]) * E + th[8] * f * M;
+    dy[1] = kp * f * E / (1 + E / th[5]) - (th[7] + th[9] * f + th[6]) * E + th[8] * f * M;
     dy[2] = th[7] * E - th[8] * f * M - th[10] * M;
     dy[3] = th[9] * f * E - th[11] * X;
-    dy[4] = th[12] * L * (1 - L / 100) - kill * L;
+    dy[4] = th[12] * (1 - L / 100) - kill;
     dy[5] = th[16] * (1 - Nn) - th[15] * kill * Nn;
     return dy;
   }
@@ -75,7 +77,7 @@ model {
       lth[iiv_idx[k]] += omega[k] * z[i, k];
     }
     vector[P] th = exp(lth);
-    vector[5] y0 = [th[1] * amt[i], 0, 0, blast0[i], 1]';
+    vector[5] y0 = [th[1] * amt[i], 0, 0, log(blast0[i]), 1]';
     array[n_t[i]] vector[5] sol;
     if (n_t[i] > 0) {
       sol = ode_rk45_tol(rhs, y0, t0, to_array_1d(segment(ts, t_start[i], n_t[i])), rtol, atol,
@@ -84,7 +86,7 @@ model {
     for (n in o_start[i]:(o_start[i] + o_n[i] - 1)) {
       vector[5] y = tpos[n] == 0 ? y0 : sol[tpos[n] - t_start[i] + 1];
       real c = y[1] + y[2] + y[3];
-      pred[n] = out[n] == 1 ? c : (out[n] == 2 ? th[17] * c : y[4]);
+      pred[n] = out[n] == 1 ? c : (out[n] == 2 ? th[17] * c : exp(y[4]));
     }
   }
   vector[N_obs] log_pred = log(fmax(pred, 1e-300));

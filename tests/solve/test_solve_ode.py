@@ -39,9 +39,12 @@ def antigen_solutions(antigen, antigen_subjects):
 def test_antigen_driven_solution_is_plausible(antigen, antigen_solutions):
     y = antigen_solutions["DOP853"]
     assert y.shape == (BLASTS.size, 5, T_YEAR.size)
-    assert np.all(np.isfinite(y)) and np.all(y > -1e-9)  # non-negative up to solver atol
     i = {s: k for k, s in enumerate(antigen.state_names)}
-    np.testing.assert_allclose(y[:, i["L"], 0], BLASTS, rtol=1e-14)  # [initial] L
+    lin = [i[s] for s in ("E", "M", "X", "N")]  # lL is log blasts, any sign
+    assert np.all(np.isfinite(y)) and np.all(y[:, lin] > -1e-9)  # non-negative up to atol
+    # blasts stay within (0, 100] % of marrow cells
+    assert np.all(y[:, i["lL"]] <= np.log(100.0) + 1e-9)
+    np.testing.assert_allclose(np.exp(y[:, i["lL"], 0]), BLASTS, rtol=1e-14)  # [initial] lL
     np.testing.assert_allclose(y[:, i["N"], 0], 1.0, rtol=1e-14)     # [initial] N
     # antigen drives expansion: CAR-T rise well above the infused level in every subject
     assert np.all(y[:, i["E"]].max(axis=1) > 10 * y[:, i["E"], 0])
@@ -83,16 +86,17 @@ def test_bad_inputs(antigen, antigen_subjects):
         solve_states(antigen, antigen_subjects, [0.0, 2.0, 1.0], amt=1.0, covariates=cov)
     with pytest.raises(ValueError, match="doses given for 3 subjects"):
         solve_states(antigen, antigen_subjects, T_YEAR, amt=[1.0, 1.0, 1.0], covariates=cov)
-    with pytest.raises(KeyError, match="no value for parameter 'kp'"):
-        solve_states(antigen, {k: v for k, v in antigen_subjects.items() if k != "kp"}, T_YEAR,
-                     amt=1.0, covariates=cov)
-    bad = dict(antigen_subjects, kp=np.ones(3))
+    with pytest.raises(KeyError, match="no value for parameter 'r_exp'"):
+        solve_states(antigen, {k: v for k, v in antigen_subjects.items() if k != "r_exp"},
+                     T_YEAR, amt=1.0, covariates=cov)
+    bad = dict(antigen_subjects, r_exp=np.ones(3))
     with pytest.raises(ValueError, match="different lengths"):
         solve_states(antigen, bad, T_YEAR, amt=1.0, covariates=cov)
 
 
 def test_failed_solve_raises_solver_error(antigen, antigen_subjects):
-    p = dict(antigen_subjects, kp=np.full(BLASTS.size, 1e300))  # blows up immediately
+    # no saturation (Emax huge) and a huge expansion rate: effectors overflow at once
+    p = dict(antigen_subjects, r_exp=np.full(BLASTS.size, 1e300), Emax=np.full(BLASTS.size, 1e300))
     with np.errstate(all="ignore"), pytest.raises(SolverError, match="ODE solve"):
         solve_states(antigen, p, T_YEAR, amt=1.0, covariates={"BM_BLAST_PCT": BLASTS},
                      options=SolverOptions(method="ode"))
