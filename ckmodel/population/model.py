@@ -152,8 +152,11 @@ def build_model(
         no record-level nodes in the graph (about 2x faster gradients under nutpie). Such a
         model samples with nutpie, PyMC's NUTS, ADVI or MAP (not the JAX samplers) and has no
         observed variables, so the posterior predictive and pointwise log-likelihood come from
-        the model built with ``fused=False``, which has the same free variables. Analytes solved
-        as ODEs or with a Student-t error keep the pointwise likelihood.
+        the model built with ``fused=False``, which has the same free variables. Closed-form
+        analytes with a Student-t error keep the observed variable. For models solved as ODEs,
+        ``fused=True`` makes every analyte's (pointwise, PyTensor) log-likelihood a potential
+        ``loglik_<A>``, so that all analytes share one solver node and the gradient runs one
+        adjoint solve instead of one per analyte.
 
     Returns
     -------
@@ -271,8 +274,12 @@ def build_model(
                                  dims=("subject", "parameter"))
 
         # predictions and likelihood per analyte
-        fuse = (fused and opts.method in ("auto", "closed")
-                and not uses_ode(spec, pdata, opts.method))
+        ode = uses_ode(spec, pdata, opts.method)
+        fuse = fused and opts.method in ("auto", "closed") and not ode
+        # ODE: the likelihood as potentials, so that all analytes share one solver node (as
+        # observed variables PyMC builds each analyte's log density on its own copy of the
+        # graph, and the gradient then runs the adjoint solve once per analyte)
+        ode_potentials = fused and ode
         if fuse:
             kernels = closed_kernels(spec, pdata)
         else:
@@ -296,6 +303,11 @@ def build_model(
             pred = ClosedFormOp(kernels[a])(theta)[0] if fuse else preds[a]
             if err in ("log_normal", "student_t", "proportional"):
                 pred = pt.maximum(pred, 1e-300)
+            if ode_potentials:
+                pm.Potential(f"loglik_{a}", pointwise_loglik(
+                    err, pred, value, blq, sigma, sigma_prop=sig_args[1] if err == "combined"
+                    else None, nu=out.nu, blq_method=pdata.blq_method).sum())
+                continue
 
             def logp(v: Any, mu_: Any, s: Any, *rest: Any, _err: str = err,
                      _blq: np.ndarray = blq, _nu: float = out.nu) -> Any:

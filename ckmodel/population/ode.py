@@ -34,15 +34,22 @@ class ODEOptions:
     ----------
     max_step : tuple of (float, float)
         ``(until, h)`` pairs: steps are at most ``h`` up to time ``until`` (model time unit);
-        beyond the last ``until`` the last ``h`` applies. Default: 0.25 d to day 35 (expansion
-        and early contraction), 1 d to day 100, 5 d after.
+        beyond the last ``until`` the last ``h`` applies. Default: 0.25 d to day 14
+        (expansion), 0.5 d to day 35 (contraction), 2 d to day 100, 5 d after. Against
+        ``solve_ivp`` (DOP853, rtol 1e-10) on 200 simulated ``antigen_driven`` subjects with
+        1.5 times the default IIV, its relative error in CAR-T levels is 3.4e-4 at the 99th
+        percentile and 3e-3 at most, the same as 0.25 d steps to day 35 (the error is made
+        during expansion), with 185 instead of 259 grid points to day 365. The 5-day tail step
+        keeps RK4 stable for decay rates up to 0.55/day; pass a finer grid for models with
+        faster late dynamics.
     solver : {"kernel", "scan"}
         ``"kernel"`` (default): compiled numba RK4 with its exact discrete adjoint, wrapped as a
         PyTensor Op (numba for nutpie, C/Python for PyMC, an equivalent ``lax.scan`` for JAX);
         ``"scan"``: the same RK4 written in PyTensor ``scan`` (slower; kept as a reference).
     """
 
-    max_step: tuple[tuple[float, float], ...] = ((35.0, 0.25), (100.0, 1.0), (np.inf, 5.0))
+    max_step: tuple[tuple[float, float], ...] = ((14.0, 0.25), (35.0, 0.5), (100.0, 2.0),
+                                                 (np.inf, 5.0))
     solver: str = "kernel"
 
     def __post_init__(self) -> None:

@@ -215,7 +215,8 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
         out = np.empty((n_s, n_k, n))
         # per grid point: the state, then the stages k1, k2, k3 of the step that starts there
         # (the adjoint needs them; storing them saves re-evaluating the right-hand side)
-        traj = np.zeros((n_s, n_g, 4 * n))
+        traj = np.empty((n_s, n_g, 4 * n))
+        traj[:, n_g - 1, n:] = 0.0  # no step starts at the last point
         k1 = np.empty(n)
         k2 = np.empty(n)
         k3 = np.empty(n)

@@ -38,7 +38,8 @@ def test_step_grid_contains_observations_and_bounds_steps():
     grid = step_grid(np.array([1.0, 7.3, 50.0, 200.0]), 0.0, opts)
     assert {1.0, 7.3, 50.0, 200.0} <= set(grid)
     steps = np.diff(grid)
-    assert np.all(steps[grid[:-1] < 35] <= 0.25 + 1e-12)
+    assert np.all(steps[grid[:-1] < 14] <= 0.25 + 1e-12)
+    assert np.all(steps[grid[:-1] < 35] <= 0.5 + 1e-12)
     assert np.all(steps <= 5.0 + 1e-12)
 
 
