@@ -197,7 +197,8 @@ def fit(
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused)
-    # what was actually fused (ODE and Student-t analytes keep the pointwise likelihood)
+    # analytes whose likelihood is a potential (closed form: summed in the kernel; ODE: the
+    # pointwise terms, sharing one solver node); closed-form Student-t keeps observed y_<A>
     fused_analytes = [p.name.removeprefix("loglik_") for p in pm_model.potentials
                       if p.name.startswith("loglik_")]
     fused = bool(fused_analytes)

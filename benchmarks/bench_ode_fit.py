@@ -1,0 +1,82 @@
+"""Wall time of a full default ODE fit: ``antigen_driven`` on subjects simulated from it.
+
+This is the issue's "30-subject ODE fit" target, measured the way ``ckmodel.fit`` samples: the
+model ``fit()`` builds for nutpie (likelihood potentials sharing one solver node), nutpie with
+its defaults there (4 chains x (500 tune + 500 draws), low-rank mass matrix, target accept
+0.9, seed 1). Prints compile seconds, one log density + gradient, progress each minute, and at
+the end sampling seconds, leapfrog steps per draw (warm-up and sampling), divergences, the
+smallest bulk ESS over the population parameters and each chain's mean log density.
+
+Run: ``python benchmarks/bench_ode_fit.py [--n 30] [--time-box 1800]`` (15-20 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_fit as B  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=30, help="subjects (default %(default)s)")
+    ap.add_argument("--time-box", type=float, default=1800.0,
+                    help="stop sampling after this many seconds (default %(default)s)")
+    ap.add_argument("--chains", type=int, default=4)
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    import arviz as az
+    import nutpie
+
+    data = B.simulated_data(B.ODE, n=args.n)
+    spec, pdata, model, _ = B.build(B.ODE, data, fused=True)
+    print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records, analytes "
+          f"{', '.join(pdata.analytes)}", flush=True)
+    t = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(model)
+    print(f"compile {time.perf_counter() - t:.1f} s; log density + gradient "
+          f"{B._nutpie_grad_ms(compiled, model):.2f} ms", flush=True)
+    t0 = time.perf_counter()
+    bg = nutpie.sample(compiled, draws=500, tune=500, chains=args.chains, seed=1,
+                       progress_bar=False, target_accept=B.TARGET_ACCEPT,
+                       low_rank_modified_mass_matrix=True, save_warmup=True, blocking=False)
+    idata, done = None, False
+    while time.perf_counter() - t0 < args.time_box:
+        try:
+            idata = bg.wait(timeout=60)
+            done = True
+            break
+        except TimeoutError:
+            tr = bg.inspect()
+            warm = tr.warmup_sample_stats
+            post = getattr(tr, "sample_stats", None)
+            n_post = post.sizes.get("draw", 0) if post is not None else 0
+            print(f"{time.perf_counter() - t0:6.0f} s: warm-up draws {warm.sizes['draw']}, "
+                  f"draws {n_post}", flush=True)
+    if not done:
+        idata = bg.abort()
+    elapsed = time.perf_counter() - t0
+    warm = idata.warmup_sample_stats
+    print(f"sampling {elapsed:.0f} s ({'finished' if done else 'stopped at the time box'}); "
+          f"warm-up steps/draw {float(warm.n_steps.mean()):.0f}")
+    if "sample_stats" in idata.groups() and idata.sample_stats.sizes.get("draw", 0) > 4:
+        st = idata.sample_stats
+        names = [v for v in B.population_vars(spec, pdata) if v in idata.posterior]
+        ess = az.ess(idata.posterior[names], method="bulk")
+        mins = {v: float(ess[v].min()) for v in ess.data_vars}
+        worst = min(mins, key=mins.get)
+        print(f"draws {st.sizes['draw']} per chain, steps/draw {float(st.n_steps.mean()):.0f}, "
+              f"divergences {int(st.diverging.sum())}, min bulk ESS {mins[worst]:.0f} "
+              f"({worst}); mean log density by chain "
+              f"{st.logp.mean('draw').values.round(1).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
