@@ -215,7 +215,9 @@ def test_ode_potentials_share_one_solver_and_equal_the_pointwise_model():
         grads = pytensor.grad(lp, m.value_vars)
         n_vjp[f] = sum(isinstance(n.op, ODEVJPOp) for n in io_toposort(m.value_vars, grads))
         fns[f] = pytensor.function(m.value_vars, [lp, *grads])  # one compile per model
-    assert n_vjp == {False: 3, True: 1}
+    # one adjoint for all analytes (the observed-variable model has one per analyte: 3 with
+    # PyMC 5.28, which builds each observed variable's log density on its own graph copy)
+    assert n_vjp[True] == 1 <= n_vjp[False]
     ip = models[False].initial_point()
     names = [v.name for v in models[False].value_vars]
     assert names == [v.name for v in models[True].value_vars]
