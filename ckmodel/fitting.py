@@ -197,10 +197,12 @@ def fit(
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused)
-    # analytes whose likelihood is a potential (closed form: summed in the kernel; ODE: the
-    # pointwise terms, sharing one solver node); closed-form Student-t keeps observed y_<A>
-    fused_analytes = [p.name.removeprefix("loglik_") for p in pm_model.potentials
-                      if p.name.startswith("loglik_")]
+    # analytes whose likelihood is a potential (closed form: summed in each analyte's kernel;
+    # ODE: ``loglik``, all analytes in one compiled call, or per analyte the pointwise terms
+    # sharing one solver node); closed-form Student-t keeps observed y_<A>
+    pot = [p.name for p in pm_model.potentials]
+    fused_analytes = (list(pdata.analytes) if "loglik" in pot else
+                      [n.removeprefix("loglik_") for n in pot if n.startswith("loglik_")])
     fused = bool(fused_analytes)
     if mass_matrix not in ("auto", "diag", "low_rank"):
         raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")

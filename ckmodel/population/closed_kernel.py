@@ -39,8 +39,8 @@ import sympy as sp
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
-from pytensor.link.numba.dispatch import numba_funcify
 
+from ckmodel.population.numba_cache import register_cached
 from ckmodel.population.ode_kernel import _code, _exp, _sigmoid, _softplus
 from ckmodel.spec.expr import compile_expr, sigmoid, softplus
 from ckmodel.spec.model import ModelSpec
@@ -376,7 +376,7 @@ class ClosedFormOp(Op):
         return [pt.inc_subtensor(pt.zeros_like(theta)[self.kernel.sidx], contrib)]
 
 
-@numba_funcify.register(ClosedFormOp)
+@register_cached(ClosedFormOp)
 def _numba_closed(op: ClosedFormOp, node: Any = None, **kwargs: Any) -> Any:
     return op.kernel.numba_function()
 

@@ -32,10 +32,10 @@ import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
-from pytensor.link.numba.dispatch import numba_funcify
 
 from ckmodel.population.closed_kernel import ClosedFormKernel, _compile, _source
 from ckmodel.population.likelihood import _SWITCH, LOG_2PI
+from ckmodel.population.numba_cache import register_cached
 
 __all__ = ["FUSED_ERRORS", "ClosedFormLogLik", "ClosedFormLogLikOp"]
 
@@ -234,7 +234,7 @@ class ClosedFormLogLikOp(Op):
         return [g[0][0] * outputs[1], g[0][0] * outputs[2]]
 
 
-@numba_funcify.register(ClosedFormLogLikOp)
+@register_cached(ClosedFormLogLikOp)
 def _numba_closed_loglik(op: ClosedFormLogLikOp, node: Any = None, **kwargs: Any) -> Any:
     return op.loglik.numba_function()
 

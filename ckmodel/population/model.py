@@ -154,9 +154,12 @@ def build_model(
         observed variables, so the posterior predictive and pointwise log-likelihood come from
         the model built with ``fused=False``, which has the same free variables. Closed-form
         analytes with a Student-t error keep the observed variable. For models solved as ODEs,
-        ``fused=True`` makes every analyte's (pointwise, PyTensor) log-likelihood a potential
-        ``loglik_<A>``, so that all analytes share one solver node and the gradient runs one
-        adjoint solve instead of one per analyte.
+        ``fused=True`` puts the likelihood of all analytes in one potential ``loglik``: one
+        compiled call solves the ODEs, sums every analyte's log-likelihood and runs the adjoint
+        once (:mod:`ckmodel.population.ode_loglik`). With a Student-t analyte (or the ``scan``
+        solver) each analyte's pointwise PyTensor log-likelihood becomes a potential
+        ``loglik_<A>`` instead; all of them still share one solver node, so the gradient runs
+        one adjoint solve rather than one per analyte.
 
     Returns
     -------
@@ -280,14 +283,20 @@ def build_model(
         # observed variables PyMC builds each analyte's log density on its own copy of the
         # graph, and the gradient then runs the adjoint solve once per analyte)
         ode_potentials = fused and ode
+        errors = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
+        # ODE with fusable error models: one compiled call solves, sums the likelihood of all
+        # analytes and runs the adjoint (ckmodel.population.ode_loglik)
+        ode_fused = (ode_potentials and all(e in FUSED_ERRORS for e in errors.values())
+                     and (opts.ode is None or opts.ode.solver == "kernel"))
         if fuse:
             kernels = closed_kernels(spec, pdata)
-        else:
+        elif not ode_fused:
             preds = predict_outputs(spec, pdata, theta, method=opts.method,
                                     ode_options=opts.ode)
+        sigmas = {}
         for a_i, a in enumerate(pdata.analytes):
             out = spec.output(a)
-            err = opts.error.get(a, out.error)
+            err = errors[a]
             sel = np.flatnonzero(pdata.analyte_index == a_i)
             blq = pdata.blq[sel]
             value = np.where(blq, pdata.lloq[sel], pdata.dv[sel])
@@ -295,6 +304,9 @@ def build_model(
             sig_args = [sigma]
             if err == "combined":
                 sig_args.append((out.sigma_prop or out.sigma).to_pymc(f"sigma_prop_{a}"))
+            if ode_fused:
+                sigmas[a] = (sigma, sig_args[1] if err == "combined" else None)
+                continue
             if fuse and err in FUSED_ERRORS:
                 lik = ClosedFormLogLik(kernels[a], err, value, blq, pdata.blq_method)
                 pm.Potential(f"loglik_{a}", closed_loglik(
@@ -316,4 +328,8 @@ def build_model(
 
             pm.CustomDist(f"y_{a}", pred, *sig_args, logp=logp,
                           random=_random_factory(err, out.nu), observed=value, dims=obs_dim(a))
+        if ode_fused:
+            from ckmodel.population.ode_loglik import ode_loglik
+
+            pm.Potential("loglik", ode_loglik(spec, pdata, theta, sigmas, errors, opts.ode))
     return model

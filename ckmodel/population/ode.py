@@ -23,7 +23,7 @@ from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["ODEOptions", "step_grid", "ode_outputs"]
+__all__ = ["ODEOptions", "kernel_inputs", "ode_outputs", "ode_start", "step_grid"]
 
 
 @dataclass(frozen=True)
@@ -99,34 +99,12 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     dict of str to tensor
     """
     opts = options or ODEOptions()
-    n_doses = np.sum(np.isfinite(pdata.amt), axis=1)
-    t_dose = pdata.dose_time[:, 0]
-    if np.any(n_doses != 1) or np.unique(t_dose).size != 1:
-        raise DatasetError("the ODE fit supports one dose per subject, given at the same time for "
-                           "all subjects (a single CAR-T infusion)")
-    t0 = float(t_dose[0])
-    grid = step_grid(pdata.time, t0, opts)
-    n_s = pdata.n_subjects
-    env: dict[str, Any] = dict(spec.constants)
-    for j, p in enumerate(spec.param_names):
-        env[p] = theta[:, j]
-    env.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
-    names = spec.state_names
-    init_fns = {s: compile_expr(e, "pytensor") for s, e in spec.initial.items()}
-    dose_fns = {s: compile_expr(e, "pytensor") for s, e in spec.dosing.items()}
-    amt = pdata.amt[:, 0]
-    y0 = []
-    for s in names:
-        v = init_fns[s](env) * pt.ones(n_s) if s in init_fns else pt.zeros(n_s)
-        if s in dose_fns:
-            v = v + dose_fns[s](dict(env, AMT=amt))
-        y0.append(v)
-    y0 = pt.stack(y0)  # (n_states, n_subjects)
-
+    y0, grid, t0 = ode_start(spec, pdata, theta, cov, opts)
     if opts.solver == "kernel":
         traj, gidx = _kernel_states(spec, pdata, theta, y0, cov, grid, t0)
     else:
         traj, gidx = _scan_states(spec, pdata, theta, y0, cov, grid, t0)
+    names = spec.state_names
     out_fns = {o.name: compile_expr(o.value, "pytensor") for o in spec.outputs}
     out = {}
     for a_i, a in enumerate(pdata.analytes):
@@ -143,6 +121,48 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
             e[s] = traj[sidx, gidx[sel], i]
         out[a] = out_fns[a](e)
     return out
+
+
+def ode_start(spec: ModelSpec, pdata: PopulationData, theta: Any,
+              cov: Mapping[str, np.ndarray], options: ODEOptions
+              ) -> tuple[Any, np.ndarray, float]:
+    """Initial states ``(n_states, n_subjects)`` right after the dose, step grid, dose time.
+
+    All subjects must have one dose at the same time (a single CAR-T infusion).
+    """
+    n_doses = np.sum(np.isfinite(pdata.amt), axis=1)
+    t_dose = pdata.dose_time[:, 0]
+    if np.any(n_doses != 1) or np.unique(t_dose).size != 1:
+        raise DatasetError("the ODE fit supports one dose per subject, given at the same time for "
+                           "all subjects (a single CAR-T infusion)")
+    t0 = float(t_dose[0])
+    grid = step_grid(pdata.time, t0, options)
+    n_s = pdata.n_subjects
+    env: dict[str, Any] = dict(spec.constants)
+    for j, p in enumerate(spec.param_names):
+        env[p] = theta[:, j]
+    env.update({k: np.asarray(v, dtype=float) for k, v in cov.items()})
+    init_fns = {s: compile_expr(e, "pytensor") for s, e in spec.initial.items()}
+    dose_fns = {s: compile_expr(e, "pytensor") for s, e in spec.dosing.items()}
+    amt = pdata.amt[:, 0]
+    y0 = []
+    for s in spec.state_names:
+        v = init_fns[s](env) * pt.ones(n_s) if s in init_fns else pt.zeros(n_s)
+        if s in dose_fns:
+            v = v + dose_fns[s](dict(env, AMT=amt))
+        y0.append(v)
+    return pt.stack(y0), grid, t0
+
+
+def kernel_inputs(spec: ModelSpec, pdata: PopulationData, cov: Mapping[str, np.ndarray],
+                  t0: float) -> np.ndarray:
+    """Per-subject inputs of the RK4 kernel: the spec's covariates, then switch onsets."""
+    n_s = pdata.n_subjects
+    cols = [np.asarray(cov[c], dtype=float) for c in spec.covariates]
+    for sw in spec.switches:
+        on = np.asarray(pdata.onsets.get(sw.name, np.full(n_s, np.nan)), dtype=float) - t0
+        cols.append(np.where(np.isfinite(on), on, 1e12))  # never switches
+    return np.column_stack(cols) if cols else np.zeros((n_s, 0))
 
 
 def _scan_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
@@ -188,14 +208,8 @@ def _kernel_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
     from ckmodel.population.ode_kernel import kernel_for
     from ckmodel.population.ode_op import ODESolveOp
 
-    inputs = tuple(spec.covariates)
-    kernel = kernel_for(spec, inputs)
-    n_s = pdata.n_subjects
-    cols = [np.asarray(cov[c], dtype=float) for c in inputs]
-    for sw in spec.switches:
-        on = np.asarray(pdata.onsets.get(sw.name, np.full(n_s, np.nan)), dtype=float) - t0
-        cols.append(np.where(np.isfinite(on), on, 1e12))  # never switches
-    cmat = np.column_stack(cols) if cols else np.zeros((n_s, 0))
+    kernel = kernel_for(spec, tuple(spec.covariates))
+    cmat = kernel_inputs(spec, pdata, cov, t0)
     times = np.unique(pdata.time)
     save = np.searchsorted(grid, times)
     op = ODESolveOp(kernel, grid - t0, save)

@@ -22,8 +22,8 @@ import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
-from pytensor.link.numba.dispatch import numba_funcify
 
+from ckmodel.population.numba_cache import register_cached
 from ckmodel.population.ode_kernel import RK4Kernel, switched_odes
 
 __all__ = ["ODESolveOp", "ODEVJPOp"]
@@ -118,7 +118,7 @@ class ODEVJPOp(_KernelOp):
 
 
 # ----------------------------------------------------------------------------- numba (nutpie)
-@numba_funcify.register(ODESolveOp)
+@register_cached(ODESolveOp)
 def _numba_solve(op: ODESolveOp, node: Any = None, **kwargs: Any) -> Any:
     forward, grid, save = op.kernel.forward, op.grid, op.save
 
@@ -131,7 +131,7 @@ def _numba_solve(op: ODESolveOp, node: Any = None, **kwargs: Any) -> Any:
     return ode_solve
 
 
-@numba_funcify.register(ODEVJPOp)
+@register_cached(ODEVJPOp)
 def _numba_vjp(op: ODEVJPOp, node: Any = None, **kwargs: Any) -> Any:
     backward, grid, save = op.kernel.backward, op.grid, op.save
 

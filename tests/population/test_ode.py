@@ -189,14 +189,18 @@ def test_switch_in_fit_solver_matches_numpy_solver():
                   > 1.5 * ref[0, late])
 
 
-def test_ode_potentials_share_one_solver_and_equal_the_pointwise_model():
-    """``build_model(fused=True)`` on an ODE model: same log density and gradient as the model
-    with observed variables, from one adjoint node instead of one per analyte."""
+@pytest.mark.parametrize("student", [False, True], ids=["fused", "student_t"])
+def test_ode_potentials_share_one_solver_and_equal_the_pointwise_model(student):
+    """``build_model(fused=True)`` on an ODE model: the same log density and gradient as the
+    model with observed variables. With fusable error models all analytes are one compiled
+    likelihood call (solve, records, one adjoint); with a Student-t analyte each analyte's
+    pointwise terms are a potential, sharing one solver node and one adjoint."""
     from pytensor.graph.traversal import io_toposort
 
     from ckmodel.population import build_model
     from ckmodel.population.model import PopulationOptions
-    from ckmodel.population.ode_op import ODEVJPOp
+    from ckmodel.population.ode_loglik import ODELogLikOp
+    from ckmodel.population.ode_op import ODESolveOp, ODEVJPOp
 
     spec = load_model("antigen_driven")
     data, _ = simulate_ckdata(spec, n=4, dose=[1.0], seed=2, times=TIMES,
@@ -204,20 +208,26 @@ def test_ode_potentials_share_one_solver_and_equal_the_pointwise_model():
                               lloq={"PB_QPCR": 50.0, "BM_QPCR": 50.0, "BM_BLAST": 0.1})
     pdata = prepare(data, spec)
     assert len(pdata.analytes) == 3 and pdata.blq.any()
-    models = {f: build_model(spec, pdata, options=PopulationOptions(method="ode"), fused=f)
-              for f in (False, True)}
-    assert [p.name for p in models[True].potentials] == [f"loglik_{a}" for a in pdata.analytes]
+    opts = PopulationOptions(method="ode", error={"BM_QPCR": "student_t"} if student else {})
+    models = {f: build_model(spec, pdata, options=opts, fused=f) for f in (False, True)}
+    want = [f"loglik_{a}" for a in pdata.analytes] if student else ["loglik"]
+    assert [p.name for p in models[True].potentials] == want
     assert not models[True].observed_RVs
     assert ({v.name for v in models[True].free_RVs} == {v.name for v in models[False].free_RVs})
-    n_vjp, fns = {}, {}
+    counts, fns = {}, {}
     for f, m in models.items():
         lp = m.logp()
         grads = pytensor.grad(lp, m.value_vars)
-        n_vjp[f] = sum(isinstance(n.op, ODEVJPOp) for n in io_toposort(m.value_vars, grads))
+        ops = [type(n.op) for n in io_toposort(m.value_vars, grads)]
+        counts[f] = {k: ops.count(k) for k in (ODESolveOp, ODEVJPOp, ODELogLikOp)}
         fns[f] = pytensor.function(m.value_vars, [lp, *grads])  # one compile per model
-    # one adjoint for all analytes (the observed-variable model has one per analyte: 3 with
-    # PyMC 5.28, which builds each observed variable's log density on its own graph copy)
-    assert n_vjp[True] == 1 <= n_vjp[False]
+    if student:
+        # one adjoint for all analytes (the observed-variable model has one per analyte: 3
+        # with PyMC 5.28, which builds each observed variable's log density on its own copy)
+        assert counts[True][ODEVJPOp] == 1 <= counts[False][ODEVJPOp]
+        assert counts[True][ODELogLikOp] == 0
+    else:
+        assert counts[True] == {ODESolveOp: 0, ODEVJPOp: 0, ODELogLikOp: 1}
     ip = models[False].initial_point()
     names = [v.name for v in models[False].value_vars]
     assert names == [v.name for v in models[True].value_vars]
