@@ -34,7 +34,9 @@ class ODEOptions:
     ----------
     max_step : tuple of (float, float)
         ``(until, h)`` pairs: steps are at most ``h`` up to time ``until`` (model time unit);
-        beyond the last ``until`` the last ``h`` applies. Default: 0.25 d to day 14
+        beyond the last ``until`` the last ``h`` applies. A model may declare its own schedule
+        (``[solver] max_step`` in its TOML; :meth:`for_spec`), which fits use unless options
+        are passed. Generic default: 0.25 d to day 14
         (expansion), 0.5 d to day 35 (contraction), 2 d to day 100, 5 d after. Against
         ``solve_ivp`` (DOP853, rtol 1e-10) on 200 simulated ``antigen_driven`` subjects with
         1.5 times the default IIV, its relative error in CAR-T levels is 3.4e-4 at the 99th
@@ -55,6 +57,11 @@ class ODEOptions:
     def __post_init__(self) -> None:
         if self.solver not in ("kernel", "scan"):
             raise ValueError(f"ODEOptions.solver must be 'kernel' or 'scan', got {self.solver!r}")
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec) -> ODEOptions:
+        """The options a fit of ``spec`` uses by default: its ``[solver] max_step`` if any."""
+        return cls(max_step=spec.max_step) if spec.max_step else cls()
 
     def h_at(self, t: float) -> float:
         """Largest step allowed at time ``t``."""
@@ -98,7 +105,7 @@ def ode_outputs(spec: ModelSpec, pdata: PopulationData, theta: Any,
     -------
     dict of str to tensor
     """
-    opts = options or ODEOptions()
+    opts = options or ODEOptions.for_spec(spec)
     y0, grid, t0 = ode_start(spec, pdata, theta, cov, opts)
     if opts.solver == "kernel":
         traj, gidx = _kernel_states(spec, pdata, theta, y0, cov, grid, t0)

@@ -308,7 +308,7 @@ def ode_loglik(spec: ModelSpec, pdata: Any, theta: Any, sigmas: Mapping[str, Any
     from ckmodel.population.ode import ODEOptions, kernel_inputs, ode_start
     from ckmodel.population.ode_kernel import kernel_for
 
-    opts = options or ODEOptions()
+    opts = options or ODEOptions.for_spec(spec)
     if opts.solver != "kernel":
         raise ValueError("the fused ODE likelihood needs ODEOptions(solver='kernel')")
     cov = {c: pdata.covariates[c].to_numpy(float) for c in spec.covariates}

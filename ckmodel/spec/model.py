@@ -104,6 +104,8 @@ class ModelSpec:
     Build it with :func:`ckmodel.spec.load_model` (from a catalog name or a TOML path) or
     :func:`~ckmodel.spec.spec_from_dict`. All expressions are sympy objects over the spec's own
     symbols; ``t`` is time since the (first) dose in ``time_unit`` and ``AMT`` the dose amount.
+    ``max_step`` is the model's own RK4 step schedule for fits (``[solver] max_step``, pairs
+    ``(until, h)``), or None for :class:`ckmodel.population.ode.ODEOptions`'s default.
     """
 
     name: str
@@ -123,6 +125,7 @@ class ModelSpec:
     superposition: bool
     outputs: tuple[Output, ...]
     switches: tuple[Switch, ...]
+    max_step: tuple[tuple[float, float], ...] | None
     raw: Mapping[str, Any] = field(repr=False)
     file: str | None = field(default=None, repr=False, compare=False)
 

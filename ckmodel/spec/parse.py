@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sympy as sp
 
 from ckmodel.errors import ModelSpecError
@@ -29,11 +30,41 @@ RESERVED = ("t", "AMT")
 _TOP_KEYS = {
     "name", "description", "reference", "time_unit", "amount_unit", "covariates", "states",
     "parameters", "constants", "derived", "initial", "odes", "dosing", "solution", "outputs",
-    "switches",
+    "switches", "solver",
 }
 _PARAM_KEYS = {"unit", "description", "prior", "iiv", "scale", "value", "lower", "upper"}
 _OUTPUT_KEYS = {"value", "unit", "error", "sigma", "sigma_prop", "nu", "description"}
 _SWITCH_KEYS = {"onset", "parameter", "factor", "width", "description"}
+_SOLVER_KEYS = {"max_step"}
+
+
+def _solver_max_step(raw: Mapping[str, Any], file: str | None
+                     ) -> tuple[tuple[float, float], ...] | None:
+    """``[solver] max_step = [[until, h], ...]``: the fitted RK4 grid the model's rates need."""
+    table = _table(raw, "solver", file)
+    _check_keys(table, _SOLVER_KEYS, file, "solver")
+    if "max_step" not in table:
+        return None
+    key = "solver.max_step"
+    rows = table["max_step"]
+    if not isinstance(rows, list) or not rows:
+        raise ModelSpecError("max_step is a list of [until, h] pairs, e.g. [[14, 0.25], "
+                             "[inf, 5.0]]", file=file, key=key)
+    out = []
+    for i, row in enumerate(rows):
+        if (not isinstance(row, list) or len(row) != 2
+                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in row)):
+            raise ModelSpecError(f"entry {i + 1} must be a pair of numbers [until, h], got "
+                                 f"{row!r}", file=file, key=key)
+        until, h = float(row[0]), float(row[1])
+        if not (h > 0 and np.isfinite(h)) or not until > 0:
+            raise ModelSpecError(f"entry {i + 1}: until and h must be > 0 (h finite), got "
+                                 f"{row!r}", file=file, key=key)
+        if out and until <= out[-1][0]:
+            raise ModelSpecError(f"entry {i + 1}: 'until' values must increase", file=file,
+                                 key=key)
+        out.append((until, h))
+    return tuple(out)
 
 
 def catalog_dirs() -> list[Path]:
@@ -397,6 +428,7 @@ def spec_from_dict(raw: Mapping[str, Any], *, file: str | None = None) -> ModelS
         superposition=superposition,
         outputs=tuple(outputs),
         switches=tuple(switches),
+        max_step=_solver_max_step(raw, file),
         raw=copy.deepcopy(dict(raw)),
         file=file,
     )

@@ -171,3 +171,19 @@ def test_to_toml_round_trips_unicode_names():
     spec = spec_from_dict(raw)
     assert "Ε" in spec.state_names
     assert spec_from_dict(tomllib.loads(spec.to_toml())).hash() == spec.hash()
+
+
+def test_solver_max_step_reaches_the_fit_options():
+    """antigen_driven declares its RK4 schedule; fits use it unless options are passed."""
+    import math
+
+    from ckmodel.population.ode import ODEOptions
+
+    spec = load_model("antigen_driven")
+    assert spec.max_step is not None and math.isinf(spec.max_step[-1][0])
+    assert ODEOptions.for_spec(spec).max_step == spec.max_step
+    assert ODEOptions.for_spec(load_model("expansion_biphasic")) == ODEOptions()
+    # part of the spec's content hash (a saved fit records it)
+    raw = dict(spec.raw)
+    raw["solver"] = {"max_step": [[14, 0.25], [math.inf, 5.0]]}
+    assert spec_from_dict(raw).hash() != spec.hash()

@@ -125,6 +125,15 @@ MALFORMED = [
      _set("switches", "toci", value={"onset": "T", "parameter": "kk", "factor": "rho"}),
      "switches.toci", r"parameter 'kk' is not a parameter"),
     ("expression-not-a-string", _set("odes", "E", value=3), "odes.E", r"expected a string"),
+    ("solver-unknown-key", _set("solver", "max_stp", value=[[1, 1]]), "solver",
+     r"'max_stp'"),
+    ("solver-max-step-not-pairs", _set("solver", "max_step", value=[[14, 0.25, 1]]),
+     "solver.max_step", r"entry 1 must be a pair"),
+    ("solver-max-step-nonpositive", _set("solver", "max_step", value=[[14, 0.0]]),
+     "solver.max_step", r"must be > 0"),
+    ("solver-max-step-not-increasing",
+     _set("solver", "max_step", value=[[14, 0.25], [7, 0.5]]), "solver.max_step",
+     r"entry 2: 'until' values must increase"),
 ]
 
 
