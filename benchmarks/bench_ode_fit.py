@@ -95,9 +95,9 @@ def fit_e2e(data: object, chains: int) -> int:
     fit = ckmodel.fit(data, "antigen_driven", seed=1, chains=chains, progressbar=False)
     wall = time.perf_counter() - t0
     conv = fit.meta["convergence"]
-    print(f"ckmodel.fit end to end {wall:.0f} s ({wall / 60:.1f} min): sampling "
-          f"{fit.meta['sampling_seconds']:.0f} s, the rest (build, compile, posterior "
-          f"predictive, log-likelihood) {wall - fit.meta['sampling_seconds']:.0f} s")
+    print(f"ckmodel.fit end to end {wall:.0f} s ({wall / 60:.1f} min): nutpie compile + "
+          f"sampling {fit.meta['sampling_seconds']:.0f} s, the rest (data, model build, "
+          f"posterior predictive, log-likelihood) {wall - fit.meta['sampling_seconds']:.0f} s")
     print(f"likelihood {fit.meta['likelihood']}; divergences {conv.get('divergences')}, "
           f"leapfrog steps/draw {conv.get('mean_leapfrog_steps', float('nan')):.0f}, max R-hat "
           f"{conv.get('max_rhat', float('nan')):.3f}, min bulk ESS "
