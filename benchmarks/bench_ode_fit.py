@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop sampling after this many seconds (default %(default)s)")
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--e2e", action="store_true", help="time ckmodel.fit end to end")
+    ap.add_argument("--seed", type=int, default=1, help="sampler seed (default %(default)s)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     import arviz as az
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = B.simulated_data(B.ODE, n=args.n)
     if args.e2e:
-        return fit_e2e(data, args.chains)
+        return fit_e2e(data, args.chains, args.seed)
     spec, pdata, model, _ = B.build(B.ODE, data, fused=True)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records, analytes "
           f"{', '.join(pdata.analytes)}", flush=True)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compile {time.perf_counter() - t:.1f} s; log density + gradient "
           f"{B._nutpie_grad_ms(compiled, model):.2f} ms", flush=True)
     t0 = time.perf_counter()
-    bg = nutpie.sample(compiled, draws=500, tune=500, chains=args.chains, seed=1,
+    bg = nutpie.sample(compiled, draws=500, tune=500, chains=args.chains, seed=args.seed,
                        progress_bar=False, target_accept=B.TARGET_ACCEPT,
                        low_rank_modified_mass_matrix=True, save_warmup=True, blocking=False)
     idata, done = None, False
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fit_e2e(data: object, chains: int) -> int:
+def fit_e2e(data: object, chains: int, seed: int = 1) -> int:
     """``ckmodel.fit`` with its defaults on ``data``; prints wall time and diagnostics."""
     import ckmodel
 
     t0 = time.perf_counter()
-    fit = ckmodel.fit(data, "antigen_driven", seed=1, chains=chains, progressbar=False)
+    fit = ckmodel.fit(data, "antigen_driven", seed=seed, chains=chains, progressbar=False)
     wall = time.perf_counter() - t0
     conv = fit.meta["convergence"]
     print(f"ckmodel.fit end to end {wall:.0f} s ({wall / 60:.1f} min): nutpie compile + "
