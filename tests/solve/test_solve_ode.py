@@ -200,3 +200,21 @@ def test_late_onset_does_not_warn(switch_spec):
     t = np.array([0.0, 100.0, 300.0])
     y = solve_states(switch_spec, {"k": 0.01, "fk": 3.0}, t, amt=1.0, onsets={"toci": 250.0})
     assert y[0, 0, 1] == pytest.approx(np.exp(-1.0), rel=1e-6)
+
+
+def test_ode_solve_stops_with_a_clear_error_past_its_evaluation_budget(antigen):
+    """Extreme rates make RK45 crawl; the solve stops at ``max_rhs_evals`` and says where."""
+    params = {p: np.array([antigen.typical_values()[p]]) for p in antigen.param_names}
+    cov = {"BM_BLAST_PCT": np.array([30.0])}
+    t = np.array([1.0, 28.0, 365.0])
+    ok = solve_states(antigen, params, t, amt=1.0, covariates=cov,
+                      options=SolverOptions(method="ode"))
+    assert np.all(np.isfinite(ok))
+    with pytest.raises(SolverError, match=r"stopped at t=.* after 50 right-hand-side "
+                                          r"evaluations.*max_rhs_evals"):
+        solve_states(antigen, params, t, amt=1.0, covariates=cov,
+                     options=SolverOptions(method="ode", max_rhs_evals=50))
+    fast = dict(params, r_exp=np.array([1e6]), d_e=np.array([1e6]))  # stiff: rates of 1e6/day
+    with pytest.raises(SolverError, match="right-hand-side evaluations"):
+        solve_states(antigen, fast, t, amt=1.0, covariates=cov,
+                     options=SolverOptions(method="ode", max_rhs_evals=20_000))
