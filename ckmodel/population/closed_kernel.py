@@ -287,6 +287,7 @@ class ClosedFormKernel:
         h = hashlib.sha256()
         h.update(spec.hash().encode())
         h.update(analyte.encode())
+        h.update(self.source.encode())  # what numba compiles (the key names its disk cache)
         for arr in (self.sidx, self.time, self.given, self.tau, self.amt, self.cov):
             h.update(arr.tobytes())
         self.key = h.hexdigest()

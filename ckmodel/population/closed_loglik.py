@@ -161,6 +161,7 @@ class ClosedFormLogLik:
         self._kernel = _compile(self.source, _LIKELIHOODS[error])
         h = hashlib.sha256(kernel.key.encode())
         h.update(error.encode())
+        h.update(self.source.encode())
         for arr in (self.value, self.cens):
             h.update(arr.tobytes())
         self.key = h.hexdigest()

@@ -6,9 +6,9 @@ it provides a cache key; an Op registered the legacy way has none and turns cach
 whole graph. ckmodel's Ops register here with a key made of
 
 * the Op's ``key`` property, a hash of everything its numba function is built from: the spec,
-  the data it closes over (records, grids, covariates) and the generated source; and
-* :data:`CODE_VERSION`, a hash of the ckmodel modules that generate and wrap the kernels, so
-  that a changed code generator never reuses a stale entry.
+  the data it closes over (records, grids, covariates) and the generated source text; and
+* :data:`CODE_VERSION`, a hash of the ckmodel modules whose hand-written numba code wraps the
+  generated functions, so that changed code never reuses a stale entry.
 
 A second fit of the same model to the same data then loads the compiled log density from the
 cache (PyTensor's ``compiledir``; set ``PYTENSOR_FLAGS=numba__cache=False`` to turn it off).
@@ -27,8 +27,9 @@ from pytensor.link.numba.dispatch import numba_funcify
 
 __all__ = ["CODE_VERSION", "register_cached"]
 
+# hand-written numba code around the generated functions (and the constants it uses)
 _SOURCES = ("ode_kernel.py", "ode_op.py", "ode_loglik.py", "closed_kernel.py",
-            "closed_loglik.py", "numba_cache.py")
+            "closed_loglik.py", "likelihood.py", "numba_cache.py")
 
 
 def _code_version() -> int:

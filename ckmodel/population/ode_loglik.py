@@ -191,6 +191,7 @@ class ODELogLik:
         self._function = self._build()
         h = hashlib.sha256()
         h.update(kernel.spec.hash().encode())
+        h.update((kernel.source.rhs + kernel.source.vjp + self.source).encode())
         h.update(repr((kernel.inputs, self.analytes, [errors[a] for a in self.analytes],
                        self.bounds)).encode())
         for arr in (self.grid, self.save, self.cov, self.rs, self.rk, self.rt, self.value,

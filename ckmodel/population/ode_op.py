@@ -41,6 +41,7 @@ class _KernelOp(Op):
         h = hashlib.sha256()
         h.update(kernel.spec.hash().encode())
         h.update(repr(kernel.inputs).encode())
+        h.update((kernel.source.rhs + kernel.source.vjp).encode())  # what numba compiles
         h.update(self.grid.tobytes())
         h.update(self.save.tobytes())
         self.key = h.hexdigest()
