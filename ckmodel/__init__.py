@@ -41,8 +41,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "fit": "ckmodel.fitting",
-    "Fit": "ckmodel.fitted",
-    "load_fit": "ckmodel.fitted",
+    "Fit": "ckmodel.fitting",
+    "load_fit": "ckmodel.fitting",
     "PopulationOptions": "ckmodel.population.model",
     "ODEOptions": "ckmodel.population.ode",
     "plot_profiles": "ckmodel.plots",

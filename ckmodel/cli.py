@@ -297,7 +297,7 @@ def summary(
     None,
 ) -> None:
     """Parameter table of a saved fit: typical values, IIV (CV%), residual errors, R-hat, ESS."""
-    from ckmodel.fitted import load_fit
+    from ckmodel.fitting import load_fit
 
     try:
         result = load_fit(fit_file)

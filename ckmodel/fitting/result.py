@@ -138,7 +138,7 @@ class Fit:
 
     def diagnostics(self) -> pd.DataFrame:
         """R-hat and ESS of the population-level parameters."""
-        from ckmodel.convergence import convergence_table
+        from ckmodel.fitting.convergence import convergence_table
 
         return convergence_table(self.idata)
 
@@ -149,7 +149,7 @@ class Fit:
         (equal-tailed ``hdi_prob`` credible interval), ``cv_percent`` (IIV as CV% for log-scale
         parameters: sqrt(exp(omega^2) - 1) * 100), ``r_hat``, ``ess_bulk``, ``ess_tail``.
         """
-        from ckmodel.summary import summary_table
+        from ckmodel.fitting.summary import summary_table
 
         return summary_table(self, prob=hdi_prob)
 

@@ -13,8 +13,8 @@ import numpy as np
 import xarray as xr
 
 from ckmodel._arviz import az
-from ckmodel.convergence import check_convergence
-from ckmodel.fitted import Fit, package_versions
+from ckmodel.fitting.convergence import check_convergence
+from ckmodel.fitting.result import Fit, package_versions
 from ckmodel.population.covariates import (
     CovariateEffect,
     apply_time_varying,
@@ -75,12 +75,12 @@ def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, see
                       nuts_sampler_kwargs={"chain_method": method})
             if sampler == "numpyro":
                 return pm.sample(**kw)
-            from ckmodel.blackjax_nuts import blackjax_sampler
+            from ckmodel.fitting.blackjax_nuts import blackjax_sampler
 
             with blackjax_sampler():
                 return pm.sample(**kw)
         if sampler == "pathfinder":
-            from ckmodel.pathfinder import sample_pathfinder
+            from ckmodel.fitting.pathfinder import sample_pathfinder
 
             return sample_pathfinder(model, draws=draws, chains=chains, seed=seed)
         if sampler == "advi":

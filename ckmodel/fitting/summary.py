@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ckmodel.fitted import Fit
+    from ckmodel.fitting.result import Fit
 
 __all__ = ["summary_table"]
 

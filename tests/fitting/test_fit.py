@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ckmodel.errors import ConvergenceWarning, DatasetError, FitMismatchError
-from ckmodel.fitted import load_fit
+from ckmodel.fitting import load_fit
 
 RECOVERED = ("rho", "tmax", "alpha", "f0")
 
@@ -166,7 +166,7 @@ def test_closed_form_and_ode_log_density_agree(sim_data):
 
 def test_convergence_warning_is_loud():
     from ckmodel._arviz import az
-    from ckmodel.convergence import check_convergence
+    from ckmodel.fitting.convergence import check_convergence
 
     rng = np.random.default_rng(0)
     idata = az.from_dict(
@@ -182,7 +182,7 @@ def test_convergence_warning_is_loud():
 
 def test_lagging_and_frozen_chains_are_named():
     from ckmodel._arviz import az
-    from ckmodel.convergence import check_convergence, lagging_chains
+    from ckmodel.fitting.convergence import check_convergence, lagging_chains
 
     rng = np.random.default_rng(1)
     lp = rng.normal(-500.0, 3.0, size=(4, 200))  # within-chain SD 3

@@ -47,7 +47,7 @@ def test_pathfinder_fit_shapes_and_groups(pathfinder_fit, sim_data):
 
 
 def test_pathfinder_fit_save_load(pathfinder_fit, sim_data, tmp_path):
-    from ckmodel.fitted import load_fit
+    from ckmodel.fitting import load_fit
 
     data, _ = sim_data
     back = load_fit(pathfinder_fit.save(tmp_path / "fit.nc"), data=data)
@@ -80,8 +80,7 @@ def test_pathfinder_typical_values_near_truth(pathfinder_fit, sim_data):
 
 def test_pathfinder_seeded(pathfinder_fit, sim_data):
     """The same seed gives identical draws, another seed differs (compiled once, reused)."""
-    from ckmodel import pathfinder
-    from ckmodel.fitting import fit
+    from ckmodel.fitting import fit, pathfinder
 
     data, _ = sim_data
     compiled = pathfinder._LAST[0]
@@ -99,7 +98,7 @@ def test_pathfinder_seeded(pathfinder_fit, sim_data):
 
 
 def test_pathfinder_reuse_needs_identical_model(pathfinder_fit, sim_data):
-    from ckmodel import pathfinder
+    from ckmodel.fitting import pathfinder
     from ckmodel.population import build_model, prepare
     from ckmodel.spec import load_model
     from ckmodel.testing import simulate_ckdata
@@ -119,7 +118,7 @@ def test_pathfinder_reuse_needs_identical_model(pathfinder_fit, sim_data):
 def test_pathfinder_needs_jax_extra(monkeypatch):
     import sys
 
-    from ckmodel import pathfinder
+    from ckmodel.fitting import pathfinder
 
     monkeypatch.setitem(sys.modules, "blackjax", None)
     with pytest.raises(ImportError, match=r"pip install 'ckmodel\[jax\]'"):
