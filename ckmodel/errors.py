@@ -5,6 +5,7 @@ Every error carries enough context (file, row, column, subject, key) for the use
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 __all__ = [
@@ -16,7 +17,31 @@ __all__ = [
     "FitMismatchError",
     "ConvergenceWarning",
     "DataWarning",
+    "hint",
+    "use_cli_hints",
 ]
+
+#: "python" or "cli": which form fix-it hints in messages take (the command line sets "cli").
+_HINT_STYLE: ContextVar[str] = ContextVar("ckmodel_hint_style", default="python")
+
+
+def use_cli_hints(on: bool = True) -> None:
+    """Make fix-it hints in messages name command-line options instead of Python arguments.
+
+    The ``ckmodel`` command line calls this once at start-up.
+    """
+    _HINT_STYLE.set("cli" if on else "python")
+
+
+def hint(*, python: str, cli: str) -> str:
+    """The fix-it text for the audience at hand: ``python`` in Python, ``cli`` on the CLI.
+
+    Examples
+    --------
+    >>> hint(python="analytes={'CP': 'mg/L'}", cli="--units CP=mg/L")
+    "analytes={'CP': 'mg/L'}"
+    """
+    return cli if _HINT_STYLE.get() == "cli" else python
 
 
 class CKModelError(Exception):

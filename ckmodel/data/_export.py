@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ckmodel.data import schema as S
+from ckmodel.files import atomic_write
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -88,7 +88,7 @@ def long_records(ck: CKData) -> pd.DataFrame:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write ``df`` as NONMEM-style CSV (``.`` for missing) via a temp file and os.replace."""
+    """Write ``df`` as NONMEM-style CSV (``.`` for missing), atomically."""
     for c in df.columns:
         if df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
             if df[c].astype("str").str.contains("[\r\n]", regex=True, na=False).any():
@@ -96,18 +96,11 @@ def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
                                  "record per line")
     first = df.iloc[:, 0].astype("str") if len(df.columns) else pd.Series(dtype="str")
     quoting = csv.QUOTE_ALL if first.str.match(r"\s*[#@]", na=False).any() else csv.QUOTE_MINIMAL
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             df.to_csv(fh, index=False, na_rep=".", lineterminator="\n", quoting=quoting)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def to_xarray(ck: CKData) -> xr.Dataset:

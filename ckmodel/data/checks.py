@@ -34,7 +34,7 @@ import pandas as pd
 
 from ckmodel.data import schema as S
 from ckmodel.data._records import ROW, Table
-from ckmodel.errors import Problem
+from ckmodel.errors import Problem, hint
 
 __all__ = ["CheckContext", "CK_RULES", "BASELINE_FRACTION", "run_checks", "split_covariates"]
 
@@ -98,18 +98,22 @@ def required_columns(ctx: CheckContext) -> list[Problem]:
     present, out = ctx.table.present, []
     hint = ""
     if len(ctx.header) == 1 and any(sep in ctx.header[0] for sep in ";\t|"):
-        hint = " The header is a single field: the file must be comma-separated."
+        extra = " The header is a single field: the file must be comma-separated."
     have = ", ".join(ctx.header) if ctx.header else "nothing"
     for col in S.REQUIRED_COLUMNS:
         if col not in present:
             out.append(ctx.header_problem(
                 f"required column {col} is missing (the header has: {have}); rename your "
-                f"column to {col} or pass column_map={{'your_name': '{col}'}}.{hint}",
+                f"column to {col} or pass "
+                + hint(python=f"column_map={{'your_name': '{col}'}}",
+                       cli=f"--column-map your_name={col}") + f".{extra}",
                 col, "missing_column"))
     if S.ANALYTE not in present and ctx.single_analyte is None:
         out.append(ctx.header_problem(
             f"column ANALYTE is missing; add it (one of {', '.join(ctx.analytes)}), or if every "
-            "observation measures the same analyte pass analytes=['NAME'] with that one name",
+            "observation measures the same analyte pass "
+            + hint(python="analytes=['NAME'] with that one name",
+                   cli="--units NAME=UNIT with that one name"),
             S.ANALYTE, "missing_column"))
     if S.AMT not in present and _is_dose(ctx).any():
         out.append(ctx.header_problem(
@@ -265,10 +269,11 @@ def analyte_names(ctx: CheckContext) -> list[Problem]:
     for name, idx in unknown.groupby(unknown, sort=False).groups.items():
         i = f.index.get_loc(idx[0])
         close = difflib.get_close_matches(str(name), list(ctx.analytes), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        mean = f" (did you mean {close[0]}?)" if close else ""
+        fix = hint(python=f"analytes={{'{name}': 'unit'}}", cli=f"--units {name}=UNIT")
         out.append(Problem(
-            f"unknown analyte {name!r} on {len(idx)} record(s){hint}; known analytes are "
-            f"{', '.join(ctx.analytes)}; to add one pass analytes={{'{name}': 'unit'}}",
+            f"unknown analyte {name!r} on {len(idx)} record(s){mean}; known analytes are "
+            f"{', '.join(ctx.analytes)}; to add one, give its unit: {fix}",
             file=t.where(i), row=int(f[ROW].iat[i]), column=S.ANALYTE,
             subject=f[S.ID].iat[i] if S.ID in f else None, rule="unknown_analyte"))
     return out

@@ -21,6 +21,7 @@ import xarray as xr
 
 from ckmodel._arviz import az
 from ckmodel.errors import FitMismatchError
+from ckmodel.files import atomic_write
 from ckmodel.spec.model import ModelSpec
 from ckmodel.spec.parse import spec_from_dict
 
@@ -167,7 +168,6 @@ class Fit:
         small. Returns the path written.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         idata = self.idata.copy()
         for group in ("posterior_predictive", "log_likelihood"):
             if hasattr(idata, group):
@@ -182,17 +182,7 @@ class Fit:
                     index=False)
         attrs[_PREFIX + "meta_json"] = json.dumps(self.meta, default=str)
         idata.posterior.attrs.update(attrs)
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            idata.to_netcdf(tmp, engine="h5netcdf")
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda p: idata.to_netcdf(str(p), engine="h5netcdf"))
         return path
 
 
