@@ -224,6 +224,16 @@ class ModelSpec:
 
         return to_markdown(self)
 
+    def to_text(self) -> str:
+        """Plain-text equations and parameters for a terminal, as written in the model file.
+
+        See :func:`ckmodel.spec.render.to_text`; :meth:`to_markdown` and :meth:`to_latex` are the
+        typeset forms for reports.
+        """
+        from ckmodel.spec.render import to_text
+
+        return to_text(self)
+
     def to_latex(self) -> str:
         """The model equations as a LaTeX ``aligned`` block."""
         from ckmodel.spec.render import equations_latex

@@ -2,8 +2,10 @@
 
 A prior is written in a model file as ``"LogNormal(log(0.9), 0.5)"``: a distribution name and
 numeric arguments (constant expressions, positional or by name). It parses without ``eval``,
-validates its parameters, prints back as the same text, builds the PyMC distribution and draws
-samples with NumPy for prior-predictive simulation.
+validates its parameters, keeps its source text and prints back exactly as written
+(``str(Prior.parse("LogNormal(log(2), 0.5)"))`` is ``"LogNormal(log(2), 0.5)"``; the evaluated
+numbers are in :attr:`Prior.params` and :meth:`Prior.canonical`), builds the PyMC distribution
+and draws samples with NumPy for prior-predictive simulation.
 """
 
 from __future__ import annotations
@@ -52,18 +54,29 @@ class Prior:
         Distribution name, one of :data:`DISTRIBUTIONS` (PyMC names).
     params : mapping of str to float
         Its parameters by name, e.g. ``{"mu": -0.1, "sigma": 0.5}``.
+    text : str, optional
+        Source text the prior was parsed from (set by :meth:`parse`); ``str()`` prints it.
+        Not part of equality or the hash: ``LogNormal(log(2), 0.5)`` equals
+        ``LogNormal(mu=0.6931471805599453, sigma=0.5)``.
 
     Examples
     --------
     >>> p = Prior.parse("LogNormal(log(0.9), 0.5)")
     >>> p.dist, round(p.params["mu"], 4), p.params["sigma"]
     ('LogNormal', -0.1054, 0.5)
-    >>> Prior.parse(str(p)) == p
+    >>> str(p)  # as written
+    'LogNormal(log(0.9), 0.5)'
+    >>> p.canonical()  # evaluated numbers
+    'LogNormal(-0.10536051565782628, 0.5)'
+    >>> Prior.parse(str(p)) == Prior.parse(p.canonical()) == p
     True
+    >>> str(Prior("HalfNormal", {"sigma": 1.0}))  # built in code: the canonical form
+    'HalfNormal(1)'
     """
 
     dist: str
     params: Mapping[str, float] = field(default_factory=dict)
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dist not in DISTRIBUTIONS:
@@ -88,7 +101,7 @@ class Prior:
 
     @classmethod
     def parse(cls, text: str, *, file: str | None = None, key: str | None = None) -> Prior:
-        """Parse ``"Dist(arg, ..., name=arg)"`` without evaluating code."""
+        """Parse ``"Dist(arg, ..., name=arg)"`` without evaluating code; the text is kept."""
         if not isinstance(text, str):
             raise ModelSpecError("a prior must be a string such as 'LogNormal(log(0.9), 0.5)'",
                                  file=file, key=key)
@@ -118,11 +131,19 @@ class Prior:
                                      file=file, key=key)
             params[kw.arg] = parse_number(ast.unparse(kw.value), file=file, key=key)
         try:
-            return cls(name, params)
+            return cls(name, params, text=text.strip())
         except ModelSpecError as exc:
             raise ModelSpecError(str(exc), file=file, key=key) from None
 
     def __str__(self) -> str:
+        return self.text if self.text is not None else self.canonical()
+
+    def canonical(self) -> str:
+        """The prior with evaluated positional numbers, e.g. ``"LogNormal(0.693..., 0.5)"``.
+
+        Each number is the shortest text that reads back to the same float, so
+        ``Prior.parse(p.canonical()) == p`` exactly.
+        """
         names = DISTRIBUTIONS[self.dist][0]
         return f"{self.dist}(" + ", ".join(_num(self.params[n]) for n in names) + ")"
 

@@ -80,7 +80,7 @@ def test_str_is_parseable_and_idempotent(text):
     p = Prior.parse(text)
     q = Prior.parse(str(p))
     assert q.dist == p.dist
-    # str() prints 6 significant digits, so the round trip is exact to 5e-6 relative
+    # str() prints the source text, so the round trip reproduces the same numbers
     for k in p.params:
         assert q.params[k] == pytest.approx(p.params[k], rel=5e-6)
     assert str(q) == str(p)
