@@ -232,9 +232,9 @@ def check_ck(
 
     Examples
     --------
-    >>> from pathlib import Path
-    >>> p = Path(__file__).parents[2] / "data" / "example_small"
-    >>> [x.rule for x in check_ck(p / "ck.csv", outcomes=p / "outcomes.csv")]
+    >>> from ckmodel.resources import example_data
+    >>> ck_file, outcomes_file = example_data("example_small")
+    >>> [x.rule for x in check_ck(ck_file, outcomes=outcomes_file)]
     ['after_hsct']
     """
     problems, _, _ = _check(path, outcomes, column_map, analytes, baseline_covariates, "day")
@@ -287,11 +287,11 @@ def read_ck(
     Examples
     --------
     >>> import warnings
-    >>> from pathlib import Path
-    >>> p = Path(__file__).parents[2] / "data" / "example_small"
+    >>> from ckmodel.resources import example_data
+    >>> ck_file, outcomes_file = example_data("example_small")
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
-    ...     ck = read_ck(p / "ck.csv", outcomes=p / "outcomes.csv")
+    ...     ck = read_ck(ck_file, outcomes=outcomes_file)
     >>> ck.analytes
     ('PB_QPCR', 'BM_QPCR', 'PB_FLOW')
     """

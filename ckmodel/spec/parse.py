@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import sympy as sp
 
 from ckmodel.errors import ModelSpecError
+from ckmodel.resources import catalog_dir
 from ckmodel.spec.expr import FUNCTIONS, parse_expr, parse_number
 from ckmodel.spec.model import ERROR_MODELS, SCALES, ModelSpec, Output, Parameter, State, Switch
 from ckmodel.spec.prior import Prior
@@ -68,15 +68,17 @@ def _solver_max_step(raw: Mapping[str, Any], file: str | None
 
 
 def catalog_dirs() -> list[Path]:
-    """Folders searched for catalog models, in order.
+    """Folders searched for catalog models, in order (the existing ones).
 
-    ``$CKMODEL_MODELS_PATH`` (``os.pathsep``-separated), the repository's ``models/`` next to the
-    package (source checkouts and editable installs) and ``<prefix>/share/ckmodel/models``
-    (wheel installs).
+    ``$CKMODEL_MODELS_PATH`` (``os.pathsep``-separated), then the bundled catalog of
+    :func:`ckmodel.resources.catalog_dir`: the repository's ``models/`` in a source checkout or
+    editable install, the package data ``ckmodel/_bundled/models`` in an installed wheel.
     """
     dirs = [Path(p) for p in os.environ.get("CKMODEL_MODELS_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "models")
-    dirs.append(Path(sys.prefix) / "share" / "ckmodel" / "models")
+    try:
+        dirs.append(catalog_dir())
+    except FileNotFoundError:
+        pass
     return [d for d in dirs if d.is_dir()]
 
 
