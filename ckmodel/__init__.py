@@ -14,15 +14,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ckmodel.data import CKData, check_ck, read_ck
-from ckmodel.design import (
-    AcceleratedTitration,
-    Cohort,
-    Decision,
-    ThreePlusThree,
-    operating_characteristics,
-    run_escalation,
-)
 from ckmodel.errors import (
     CKModelError,
     ConvergenceWarning,
@@ -33,21 +24,39 @@ from ckmodel.errors import (
     Problem,
     SolverError,
 )
-from ckmodel.nca import nca_summary
-from ckmodel.solve import SolverOptions, evaluate_outputs, solve_states
-from ckmodel.spec import ModelSpec, Prior, list_models, load_model
 
 __version__ = "0.1.0"
 
+#: Public name -> module that defines it; imported on first use (SPEC 1 lazy loading), so
+#: ``import ckmodel`` and ``ckmodel --help`` do not pay for pandas, sympy or PyMC.
 _LAZY = {
+    "CKData": "ckmodel.data",
+    "check_ck": "ckmodel.data",
+    "read_ck": "ckmodel.data",
+    "nca_summary": "ckmodel.nca",
+    "plot_profiles": "ckmodel.plots",
+    "plot_profiles_by_subject": "ckmodel.plots",
+    "ModelSpec": "ckmodel.spec",
+    "Prior": "ckmodel.spec",
+    "list_models": "ckmodel.spec",
+    "load_model": "ckmodel.spec",
+    "SolverOptions": "ckmodel.solve",
+    "solve_states": "ckmodel.solve",
+    "evaluate_outputs": "ckmodel.solve",
+    "simulate_ckdata": "ckmodel.testing",
     "fit": "ckmodel.fitting",
     "Fit": "ckmodel.fitting",
+    "FitSummary": "ckmodel.fitting.summary",
     "load_fit": "ckmodel.fitting",
     "PopulationOptions": "ckmodel.population.model",
     "ODEOptions": "ckmodel.population.ode",
-    "plot_profiles": "ckmodel.plots",
-    "plot_profiles_by_subject": "ckmodel.plots",
-    "simulate_ckdata": "ckmodel.testing",
+    "AcceleratedTitration": "ckmodel.design",
+    "Cohort": "ckmodel.design",
+    "Decision": "ckmodel.design",
+    "ThreePlusThree": "ckmodel.design",
+    "operating_characteristics": "ckmodel.design",
+    "run_escalation": "ckmodel.design",
+    "atomic_write": "ckmodel.files",
 }
 
 __all__ = [
@@ -72,6 +81,7 @@ __all__ = [
     # fitting
     "fit",
     "Fit",
+    "FitSummary",
     "load_fit",
     "PopulationOptions",
     "ODEOptions",
@@ -82,6 +92,8 @@ __all__ = [
     "ThreePlusThree",
     "operating_characteristics",
     "run_escalation",
+    # files
+    "atomic_write",
     # errors and warnings
     "CKModelError",
     "ConvergenceWarning",

@@ -1,0 +1,107 @@
+"""``ckmodel models`` and ``ckmodel simulate``: the catalog and virtual patients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ckmodel.cli.common import (
+    app,
+    bad_option,
+    console,
+    fail,
+    parse_assignments,
+    parse_numbers,
+    say,
+    shown_warnings,
+)
+from ckmodel.errors import CKModelError, ModelSpecError
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m",
+                                       help="Catalog name (see 'ckmodel models') or TOML path")]
+
+
+def load_spec(model: str, option: str = "--model"):  # noqa: ANN201
+    """The model named by ``option`` (catalog name or TOML file), or a clear exit."""
+    from ckmodel.spec import load_model
+
+    try:
+        return load_model(model)
+    except (ModelSpecError, FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        bad_option(option, str(msg))
+
+
+@app.command()
+def models(name: Annotated[str | None, typer.Argument(help="Show one model in full")] = None
+           ) -> None:
+    """List the model catalog, or show one model's equations and parameters."""
+    from ckmodel.spec import list_models
+
+    if name:
+        spec = load_spec(name, "NAME")
+        text = spec.to_text() if hasattr(spec, "to_text") else spec.to_markdown()
+        console.print(text, markup=False, highlight=False)
+        return
+    table = Table(title="ckmodel model catalog")
+    for col in ("model", "closed form", "time unit", "outputs (unit)", "description"):
+        table.add_column(col, overflow="fold")
+    try:
+        for n in list_models():
+            spec = load_spec(n)
+            table.add_row(n, "yes" if spec.has_solution else "ODE", spec.time_unit,
+                          ", ".join(f"{o.name} ({o.unit})" if o.unit else o.name
+                                    for o in spec.outputs), spec.description)
+    except ModelSpecError as exc:
+        fail(exc)
+    console.print(table)
+
+
+@app.command()
+def simulate(
+    model: ModelOpt = "expansion_biphasic",
+    dose: Annotated[list[float] | None, typer.Option(
+        help="Dose level in the model's amount unit; repeatable (one group per level)")] = None,
+    dose_time: Annotated[list[float] | None, typer.Option(
+        "--dose-time", help="Regimen: every subject is dosed at each of these times (model "
+                            "time unit); repeatable; default 0")] = None,
+    n: Annotated[int, typer.Option(min=1, help="Subjects per dose level")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed")] = 1,
+    covariate: Annotated[list[str] | None, typer.Option(
+        metavar="NAME=VALUE", help="Value of a covariate the model uses; repeatable")] = None,
+    prior: Annotated[bool, typer.Option(help="Draw typical values from the priors too")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="NetCDF output")] = Path(
+        "sims.nc"),
+) -> None:
+    """Simulate virtual patients (typical values + random effects) to a NetCDF file."""
+    from ckmodel.files import atomic_write
+    from ckmodel.simulate import simulate as run
+
+    doses = dose or [1.0]
+    bad = [d for d in doses if not d > 0]
+    if bad:
+        bad_option("--dose", f"{bad[0]:g}: a dose must be a positive amount")
+    if dose_time and any(b < a for a, b in zip(dose_time, dose_time[1:], strict=False)):
+        bad_option("--dose-time", "times must be given in increasing order")
+    covs = parse_numbers(parse_assignments(covariate, "--covariate", "NUMBER"), "--covariate")
+    spec = load_spec(model)
+    missing = [c for c in spec.covariates if c not in covs]
+    if missing:
+        bad_option("--covariate", f"model '{spec.name}' needs a value for "
+                   f"{', '.join(missing)} (e.g. --covariate {missing[0]}=40)")
+    unknown = [c for c in covs if c not in spec.covariates]
+    if unknown:
+        bad_option("--covariate", f"model '{spec.name}' uses no covariate {unknown[0]!r} "
+                   f"(its covariates: {', '.join(spec.covariates) or 'none'})")
+    try:
+        with shown_warnings():
+            ds = run(spec, n=n, dose=doses, seed=seed, covariates=covs, draw_typical=prior,
+                     dose_times=dose_time)
+    except (CKModelError, ValueError) as exc:
+        fail(exc)
+    atomic_write(output, lambda p: ds.to_netcdf(p, engine="h5netcdf"))
+    say(f"{ds.sizes['subject']} subjects of {ds.attrs['model']} ({len(doses)} dose level(s), "
+        f"times in {spec.time_unit}s) written to {output}")
