@@ -135,6 +135,7 @@ def simulate(
     params: Mapping[str, Any] | None = None,
     options: SolverOptions | None = None,
     onsets: Mapping[str, Any] | None = None,
+    dose_times: Sequence[float] | None = None,
 ) -> xr.Dataset:
     """Simulate virtual patients from a model's typical values and random effects.
 
@@ -145,8 +146,8 @@ def simulate(
     n : int
         Subjects per dose level.
     dose : float or sequence of float
-        Dose amount(s) in the spec's ``amount_unit``, given at time 0; each level gets ``n``
-        subjects.
+        Dose amount(s) in the spec's ``amount_unit``, given at time 0 (or at each of
+        ``dose_times``); each level gets ``n`` subjects.
     times : array, optional
         Output times in the spec's time unit (default :data:`DEFAULT_TIMES`, 0-365 days).
     seed : int, optional
@@ -171,6 +172,10 @@ def simulate(
         ODE settings.
     onsets : mapping of str to array, optional
         Onset time of each of the spec's switches (scalar or one per subject; NaN: never).
+    dose_times : sequence of float, optional
+        A regimen: every subject gets its dose at each of these times (spec time unit),
+        e.g. ``[0, 14]`` for a second infusion on day 14. Default ``[0]``. Models without
+        superposition are solved as ODEs when there are several doses.
 
     Returns
     -------
@@ -188,11 +193,22 @@ def simulate(
     from ckmodel import __version__
 
     spec = load_model(model)
-    rng = np.random.default_rng(seed)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n (subjects per dose) must be an integer >= 1, got {n!r}")
     doses = np.atleast_1d(np.asarray(dose, dtype=float))
+    if doses.size == 0 or not np.all(np.isfinite(doses) & (doses > 0)):
+        raise ValueError(f"dose must be one or more positive amounts ({spec.amount_unit}), "
+                         f"got {dose!r}")
+    regimen = np.atleast_1d(np.asarray([0.0] if dose_times is None else dose_times, dtype=float))
+    if regimen.size == 0 or not np.all(np.isfinite(regimen)) or np.any(np.diff(regimen) < 0):
+        raise ValueError(f"dose_times must be increasing finite times ({spec.time_unit}), got "
+                         f"{dose_times!r}")
+    t = np.asarray(DEFAULT_TIMES if times is None else times, dtype=float)
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(np.diff(t) < 0):
+        raise ValueError("times must be a non-empty, non-decreasing 1-D array of finite times")
+    rng = np.random.default_rng(seed)
     amt = np.repeat(doses, n)
     total = amt.size
-    t = np.asarray(DEFAULT_TIMES if times is None else times, dtype=float)
     if params is None:
         pars = individual_parameters(spec, total, rng, typical=typical, omega=omega, iiv=iiv,
                                      draw_typical=draw_typical)
@@ -204,7 +220,9 @@ def simulate(
     log.info("simulating %d subjects of model %s on %d time points", total, spec.name, t.size)
     ons = {k: np.broadcast_to(np.asarray(v, dtype=float), (total,))
            for k, v in (onsets or {}).items()}
-    states = solve_states(spec, pars, t, amt=amt, covariates=covs, options=options, onsets=ons)
+    amt_k = np.repeat(amt[:, None], regimen.size, axis=1)
+    states = solve_states(spec, pars, t, amt=amt_k, dose_time=np.broadcast_to(regimen, amt_k.shape),
+                          covariates=covs, options=options, onsets=ons)
     pred = evaluate_outputs(spec, states, pars, t, covs)
     obs = add_residual_error(spec, pred, rng, sigma) if residual else pred
     analytes = list(spec.output_names)
@@ -226,7 +244,8 @@ def simulate(
         },
         attrs={"model": spec.name, "model_hash": spec.hash(), "seed": -1 if seed is None else seed,
                "time_unit": spec.time_unit, "amount_unit": spec.amount_unit,
-               "ckmodel_version": __version__, "iiv": int(iiv), "residual": int(residual)},
+               "ckmodel_version": __version__, "iiv": int(iiv), "residual": int(residual),
+               "dose_times": regimen.tolist()},
     )
     for k, v in covs.items():
         ds = ds.assign_coords({k: ("subject", np.asarray(v))})

@@ -35,6 +35,7 @@ def simulate_ckdata(
     sigma: Mapping[str, float] | None = None,
     covariates: Mapping[str, Any] | None = None,
     onsets: Mapping[str, Any] | None = None,
+    dose_times: Sequence[float] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Simulate a checked CK data set from ``model``.
 
@@ -47,7 +48,7 @@ def simulate_ckdata(
     dose : float or sequence
         Dose level(s) (model amount unit), infused at time 0.
     times : sequence of float
-        Sampling times (days), the same for every output.
+        Sampling times in the model's time unit (days for CAR-T), the same for every output.
     seed : int
         Random seed.
     lloq : mapping, optional
@@ -58,6 +59,8 @@ def simulate_ckdata(
     onsets : mapping of str to array, optional
         Onset times (one per subject, NaN: never) of the spec's switches; each goes to the
         data as the subject-level column the switch reads (e.g. ``ADA_TIME``).
+    dose_times : sequence of float, optional
+        A regimen: each subject is dosed at each of these times (default ``[0]``).
 
     Returns
     -------
@@ -73,7 +76,8 @@ def simulate_ckdata(
         lloq = {o: (50.0 if "QPCR" in o else 1.0 if "FLOW" in o else np.nan)
                 for o in spec.output_names}
     ds = simulate(spec, n=n, dose=dose, times=times, seed=seed, lloq=lloq, typical=typical,
-                  omega=omega, sigma=sigma, covariates=covariates, onsets=onsets)
+                  omega=omega, sigma=sigma, covariates=covariates, onsets=onsets,
+                  dose_times=dose_times)
     subj = ds.subject.values
     obs = ds["obs"].to_dataframe().reset_index()[["subject", "analyte", "time", "obs"]]
     obs.columns = ["ID", "ANALYTE", "TIME", "DV"]
@@ -83,7 +87,10 @@ def simulate_ckdata(
     obs["BLQ"] = blq.astype(int)
     obs.loc[blq, "DV"] = np.nan
     obs = obs.sort_values(["ID", "TIME", "ANALYTE"]).reset_index(drop=True)
-    doses = pd.DataFrame({"ID": subj, "TIME": 0.0, "AMT": ds["dose"].values})
+    regimen = list(ds.attrs["dose_times"])
+    doses = pd.DataFrame({"ID": np.repeat(subj, len(regimen)),
+                          "TIME": np.tile(regimen, len(subj)),
+                          "AMT": np.repeat(ds["dose"].values, len(regimen))})
     cov = pd.DataFrame({"ID": subj, "DOSE": ds["dose"].values})
     for k, v in (covariates or {}).items():
         cov[k] = np.broadcast_to(np.asarray(v, dtype=float), (len(subj),))
@@ -92,7 +99,7 @@ def simulate_ckdata(
             cov[sw.onset] = np.broadcast_to(np.asarray(onsets[sw.name], dtype=float),
                                             (len(subj),))
     data = CKData.from_frames(obs, doses, cov.set_index("ID"),
-                              analytes={o.name: o.unit for o in spec.outputs},
+                              analytes=spec.output_units, time_unit=spec.time_unit,
                               source=f"simulated from {spec.name} (seed {seed})")
     params = pd.DataFrame(ds["params"].values, index=subj, columns=list(spec.param_names))
     truth = {"params": params, "typical": dict(spec.typical_values(), **(typical or {})),

@@ -46,7 +46,8 @@ __all__ = [
     "EFS_EVENT", "OS_TIME", "OS_EVENT", "DOR_TIME", "DOR_EVENT", "ADA", "ADA_TIME",
     "OUTCOME_COLUMNS", "GRADE_COLUMNS", "FLAG_COLUMNS", "OUTCOME_TIME_COLUMNS",
     "EVENT_TIME_PAIRS", "BOR_CATEGORIES", "Analyte", "DEFAULT_ANALYTES", "CDISC_COLUMN_MAP",
-    "COLUMN_MAP_PRESETS", "MISSING_TOKENS", "TIME_UNITS", "analyte_registry",
+    "COLUMN_MAP_PRESETS", "MISSING_TOKENS", "TIME_UNITS", "DAYS_PER_UNIT", "time_factor",
+    "analyte_registry",
     "standardize_header",
 ]
 
@@ -75,6 +76,47 @@ CK_STANDARD_NAMES = ROLE_COLUMNS + (HSCT_TIME,) + UNSUPPORTED_COLUMNS
 #: Cell values that mean "missing" (NONMEM uses ``.``).
 MISSING_TOKENS = ("", ".")
 TIME_UNITS = ("minute", "hour", "day", "week", "month", "year")
+#: Length of each exactly convertible time unit in days (months and years are not: their
+#: length in days depends on the calendar, so data in them must meet a model in the same unit).
+DAYS_PER_UNIT = MappingProxyType({"minute": 1 / 1440, "hour": 1 / 24, "day": 1.0, "week": 7.0})
+
+
+def time_factor(data_unit: str, model_unit: str) -> float:
+    """Factor that turns a time in ``data_unit`` into ``model_unit`` (e.g. hour to day: 1/24).
+
+    Parameters
+    ----------
+    data_unit, model_unit : str
+        Units among :data:`TIME_UNITS`.
+
+    Returns
+    -------
+    float
+        1.0 when the units agree.
+
+    Raises
+    ------
+    ValueError
+        Naming both units, when one is not a time unit or the two cannot be converted exactly
+        (months, years).
+
+    Examples
+    --------
+    >>> time_factor("hour", "day")
+    0.041666666666666664
+    >>> time_factor("week", "day")
+    7.0
+    """
+    for u in (data_unit, model_unit):
+        if u not in TIME_UNITS:
+            raise ValueError(f"unknown time unit {u!r}; use one of {', '.join(TIME_UNITS)}")
+    if data_unit == model_unit:
+        return 1.0
+    if data_unit not in DAYS_PER_UNIT or model_unit not in DAYS_PER_UNIT:
+        raise ValueError(f"data times are in {data_unit}s but the model's time unit is "
+                         f"{model_unit}; {data_unit}s and {model_unit}s cannot be converted "
+                         f"exactly: give the data in {model_unit}s")
+    return DAYS_PER_UNIT[data_unit] / DAYS_PER_UNIT[model_unit]
 
 # --- outcomes table ------------------------------------------------------------------------
 DLT = "DLT"  #: dose-limiting toxicity, 0/1

@@ -17,6 +17,8 @@ __all__ = ["convergence_table", "check_convergence", "lagging_chains", "RHAT_MAX
 RHAT_MAX = 1.01
 #: Bulk or tail ESS below this flags a parameter (100 per chain for 4 chains).
 ESS_MIN = 400
+#: E-BFMI below this flags a chain (Betancourt 2016; the threshold Stan and ArviZ use).
+BFMI_MIN = 0.3
 
 
 def convergence_table(idata: Any, var_names: list[str] | None = None) -> pd.DataFrame:
@@ -83,9 +85,11 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
         ``divergences`` (total), ``divergences_per_chain``, ``treedepth_hits``,
         ``mean_tree_depth``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``flagged``
         (parameters with R-hat > 1.01 or ESS < 400), ``lagging_chains`` (see
-        :func:`lagging_chains`) and ``ok``.
+        :func:`lagging_chains`), ``chains``, ``draws``, ``min_bfmi`` (E-BFMI, when the
+        sampler records energy), ``problems`` (what to do, one line each) and ``ok``.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"chains": int(idata.posterior.sizes.get("chain", 1)),
+                           "draws": int(idata.posterior.sizes.get("draw", 1))}
     div = _sample_stat(idata, ("diverging",))
     if div is not None:
         per_chain = div.sum("draw").values.astype(int)
@@ -98,6 +102,9 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
     steps = _sample_stat(idata, ("n_steps", "tree_size"))
     if steps is not None:
         out["mean_leapfrog_steps"] = float(steps.mean())
+    energy = _sample_stat(idata, ("energy",))
+    if energy is not None and energy.sizes.get("draw", 0) > 2:
+        out["min_bfmi"] = float(np.min(az.bfmi(idata)))
     table = convergence_table(idata)
     flagged = []
     if len(table):
@@ -128,6 +135,11 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
                         f"{out['min_ess_bulk']:.0f}): {', '.join(flagged[:8])}"
                         f"{' ...' if len(flagged) > 8 else ''}; run longer (more draws/tune) "
                         "or more chains")
+    if out.get("min_bfmi", 1.0) < BFMI_MIN:
+        problems.append(f"E-BFMI {out['min_bfmi']:.2f} below {BFMI_MIN} in some chain: the "
+                        "sampler explores the energy distribution poorly (heavy tails or a "
+                        "funnel); reparametrise (centred/non-centred effects)")
+    out["problems"] = problems
     out["ok"] = not problems
     if problems and warn:
         warnings.warn("Sampler diagnostics need attention:\n  - " + "\n  - ".join(problems)

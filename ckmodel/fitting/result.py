@@ -7,23 +7,19 @@ plain string attributes of the posterior group: loading never unpickles or execu
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ckmodel._arviz import az
-from ckmodel.errors import FitMismatchError
-from ckmodel.files import atomic_write
 from ckmodel.spec.model import ModelSpec
-from ckmodel.spec.parse import spec_from_dict
+
+if TYPE_CHECKING:
+    from ckmodel.fitting.summary import FitSummary
 
 __all__ = ["Fit", "load_fit", "package_versions"]
 
@@ -84,14 +80,39 @@ class Fit:
         """Posterior of the individual parameters, dims (chain, draw, subject, parameter)."""
         return self.posterior["theta"]
 
+    def time_grid(self, n: int = 400) -> np.ndarray:
+        """Default prediction times (model time unit): the first dose to the last record.
+
+        A uniform grid of ``n`` points from the earliest dose to 5 % past the latest
+        observation (or dose), with every dose time added, so that each dosing event is
+        drawn. Without data: 0-365 days (``ckmodel.simulate.DEFAULT_TIMES``) in the model's
+        unit.
+        """
+        from ckmodel.simulate import DEFAULT_TIMES
+
+        if self.data is None:
+            return np.asarray(DEFAULT_TIMES, dtype=float)
+        scale = float(self.meta.get("time_scale", 1.0))
+        dose_t = self.data.doses["TIME"].to_numpy(float) * scale
+        obs_t = self.data.observations["TIME"].to_numpy(float) * scale
+        t0 = float(np.min(dose_t)) if dose_t.size else 0.0
+        t1 = float(np.max(np.concatenate([obs_t, dose_t, [t0 + 1.0]])))
+        t1 = t0 + 1.05 * (t1 - t0)
+        return np.unique(np.concatenate([np.linspace(t0, t1, n), dose_t]))
+
     def predict(self, times: Any = None, *, n_draws: int = 200,
                 quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
-        """Individual predictions on a dense time grid, computed on demand from the posterior.
+        """Individual predictions over each subject's whole dosing history, from the posterior.
+
+        Every dose of the data (repeated doses, superposition, switches such as anti-drug
+        antibodies from their onset) enters the solve; times are on the data's clock, in the
+        model's time unit (data in another unit were converted for the fit, and are here).
 
         Parameters
         ----------
         times : array, optional
-            Times (model time unit) since the dose (default 0-365 days, dense early).
+            Times in the model's time unit on the data's clock (time since infusion for
+            CAR-T); default :meth:`time_grid`.
         n_draws : int
             Posterior draws used (evenly thinned over chains and draws; deterministic).
         quantiles : tuple of float
@@ -101,41 +122,49 @@ class Fit:
         -------
         xarray.Dataset
             ``pred`` with dims (``quantile``, ``subject``, ``analyte``, ``time``): the
-            noise-free model prediction of each subject (IPRED band).
+            noise-free model prediction of each subject (IPRED band), in each output's unit
+            (coord ``unit``); attrs ``time_unit``, ``model``, ``n_draws``.
         """
-        from ckmodel.simulate import DEFAULT_TIMES
+        from ckmodel.population.prepare import dosing_history, switch_onsets
         from ckmodel.solve import evaluate_outputs, solve_states
 
-        t = np.asarray(DEFAULT_TIMES if times is None else times, dtype=float)
+        if self.data is None:
+            raise ValueError("this fit holds no data, so there is no dosing history to "
+                             "predict over; use ckmodel.simulate for new subjects")
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        t = np.asarray(self.time_grid() if times is None else times, dtype=float)
+        if t.ndim != 1 or t.size == 0:
+            raise ValueError("times must be a non-empty 1-D array")
+        t = np.sort(t)
+        scale = float(self.meta.get("time_scale", 1.0))
         theta = self.posterior["theta"].stack(sample=("chain", "draw"))
         idx = np.unique(np.linspace(0, theta.sizes["sample"] - 1, n_draws).astype(int))
         th = theta.isel(sample=idx).transpose("sample", "subject", "parameter").values
         n_s, n_sub, _ = th.shape
         subjects = [str(s) for s in theta.subject.values]
         params = {p: th[:, :, j].ravel() for j, p in enumerate(self.spec.param_names)}
-        doses = self.data.doses.groupby("ID")["AMT"].first() if self.data is not None else None
-        amt = np.tile(doses.reindex(subjects).to_numpy(float), n_s) if doses is not None else 1.0
+        amt, dose_time = dosing_history(self.data.doses, subjects, scale)
         covs = {}
-        if self.spec.covariates and self.data is not None:
+        if self.spec.covariates:
             cov = self.data.covariates.reindex(subjects)
             covs = {c: np.tile(cov[c].to_numpy(float), n_s) for c in self.spec.covariates}
-        onsets = {}
-        if self.spec.switches and self.data is not None:
-            from ckmodel.population.prepare import switch_onsets
-
-            # predictions run in time since the dose: shift the onsets likewise
-            t_dose = self.data.doses.groupby("ID")["TIME"].min().reindex(subjects)
-            onsets = {k: np.tile(v - t_dose.to_numpy(float), n_s)
-                      for k, v in switch_onsets(self.data, self.spec, subjects).items()}
-        states = solve_states(self.spec, params, t, amt=amt, covariates=covs, onsets=onsets)
+        onsets = {k: np.tile(v * scale, n_s)
+                  for k, v in switch_onsets(self.data, self.spec, subjects).items()}
+        states = solve_states(self.spec, params, t, amt=np.tile(amt, (n_s, 1)),
+                              dose_time=np.tile(dose_time, (n_s, 1)), covariates=covs,
+                              onsets=onsets)
         pred = evaluate_outputs(self.spec, states, params, t, covs)
         analytes = list(self.spec.output_names)
         arr = np.stack([pred[a].reshape(n_s, n_sub, t.size) for a in analytes], axis=2)
         q = np.quantile(arr, quantiles, axis=0)
         return xr.Dataset({"pred": (("quantile", "subject", "analyte", "time"), q)},
                           coords={"quantile": list(quantiles), "subject": subjects,
-                                  "analyte": analytes, "time": t},
-                          attrs={"model": self.spec.name, "n_draws": int(idx.size)})
+                                  "analyte": analytes, "time": t,
+                                  "unit": ("analyte", [self.spec.output(a).unit
+                                                       for a in analytes])},
+                          attrs={"model": self.spec.name, "n_draws": int(idx.size),
+                                 "time_unit": self.spec.time_unit})
 
     def diagnostics(self) -> pd.DataFrame:
         """R-hat and ESS of the population-level parameters."""
@@ -143,16 +172,23 @@ class Fit:
 
         return convergence_table(self.idata)
 
-    def summary(self, *, hdi_prob: float = 0.95) -> pd.DataFrame:
-        """Parameter table: typical values with units, IIV (CV%), residual SDs, covariates.
+    def summary(self, *, hdi_prob: float = 0.95) -> FitSummary:
+        """What the fit says: records used and left out, convergence verdict, parameters.
 
-        Columns: ``kind``, ``unit``, ``median``, ``mean``, ``sd``, ``lower``, ``upper``
-        (equal-tailed ``hdi_prob`` credible interval), ``cv_percent`` (IIV as CV% for log-scale
-        parameters: sqrt(exp(omega^2) - 1) * 100), ``r_hat``, ``ess_bulk``, ``ess_tail``.
+        Returns
+        -------
+        FitSummary
+            ``records`` (per analyte: records in the data, used, BLQ among them, left out by
+            reason), ``convergence`` (chains, draws, divergences, worst R-hat, lowest ESS,
+            E-BFMI, ``ok``), ``parameters`` (one row per population-level quantity: ``kind``,
+            ``unit``, ``median``, ``mean``, ``sd``, ``lower``, ``upper`` (equal-tailed
+            ``hdi_prob`` interval), ``cv_percent`` (IIV as CV% for log-scale parameters:
+            sqrt(exp(omega^2) - 1) * 100), ``r_hat``, ``ess_bulk``, ``ess_tail``) and notes.
+            Printing it gives all of this as text, records first.
         """
-        from ckmodel.fitting.summary import summary_table
+        from ckmodel.fitting.summary import fit_summary
 
-        return summary_table(self, prob=hdi_prob)
+        return fit_summary(self, prob=hdi_prob)
 
     def __repr__(self) -> str:
         post = self.posterior
@@ -164,91 +200,23 @@ class Fit:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to one NetCDF file, atomically (temporary file, then rename).
 
-        Posterior-predictive and log-likelihood draws are stored as float32 to keep files
-        small. Returns the path written.
+        The file holds the posterior and its derived groups, the data, the model spec, the
+        seed, settings and package versions; :func:`load_fit` reads it back and checks it (see
+        :mod:`ckmodel.fitting.storage` for what the check covers). Posterior-predictive and
+        log-likelihood draws are stored as float32 to keep files small.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
         """
-        path = Path(path)
-        idata = self.idata.copy()
-        for group in ("posterior_predictive", "log_likelihood"):
-            if hasattr(idata, group):
-                ds = getattr(idata, group)
-                setattr(idata, group, ds.astype("float32"))
-        attrs = {_PREFIX + "spec_toml": self.spec.to_toml(),
-                 _PREFIX + "spec_hash": self.spec.hash()}
-        if self.data is not None:
-            attrs[_PREFIX + "data_csv"] = _data_text(self.data)
-            if getattr(self.data, "outcomes", None) is not None:
-                attrs[_PREFIX + "outcomes_csv"] = self.data.outcomes.reset_index().to_csv(
-                    index=False)
-        attrs[_PREFIX + "meta_json"] = json.dumps(self.meta, default=str)
-        idata.posterior.attrs.update(attrs)
-        atomic_write(path, lambda p: idata.to_netcdf(str(p), engine="h5netcdf"))
-        return path
+        from ckmodel.fitting.storage import save_fit
 
-
-def _data_text(data: Any) -> str:
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "data.csv"
-        data.to_csv(p)
-        return p.read_text()
+        return save_fit(self, path)
 
 
 def load_fit(path: str | os.PathLike[str], *, model: Any = None, data: Any = None) -> Fit:
-    """Read a fit written by :meth:`Fit.save`.
+    """Read a fit written by :meth:`Fit.save` (see :func:`ckmodel.fitting.storage.load_fit`)."""
+    from ckmodel.fitting.storage import load_fit as load
 
-    Parameters
-    ----------
-    path : path
-        NetCDF file.
-    model : str, path or ModelSpec, optional
-        When given, the file's model must be this model (same content hash).
-    data : CKData, optional
-        When given, the file's data must be these data (same content hash).
-
-    Raises
-    ------
-    FitMismatchError
-        When the stored spec does not match its own hash (file edited), or the given model or
-        data differ from those the fit was made with.
-    """
-    from ckmodel.data import CKData, read_ck
-    from ckmodel.spec.parse import load_model
-
-    idata = az.from_netcdf(str(path))
-    attrs = dict(idata.posterior.attrs)
-    try:
-        text = attrs[_PREFIX + "spec_toml"]
-        stored_hash = attrs[_PREFIX + "spec_hash"]
-    except KeyError:
-        raise FitMismatchError(f"{path} is not a ckmodel fit (no model spec stored)") from None
-    spec = spec_from_dict(tomllib.loads(text), file=f"{path}:spec")
-    if spec.hash() != stored_hash:
-        raise FitMismatchError(f"{path}: the stored model spec does not match its hash; the "
-                               "file was altered")
-    meta = json.loads(attrs.get(_PREFIX + "meta_json", "{}"))
-    if model is not None:
-        given = load_model(model)
-        if given.hash() != spec.hash():
-            raise FitMismatchError(f"{path} was fitted with model '{spec.name}' "
-                                   f"({spec.hash()[:12]}), not the given '{given.name}' "
-                                   f"({given.hash()[:12]})")
-    stored: CKData | None = None
-    if _PREFIX + "data_csv" in attrs:
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / "data.csv"
-            p.write_text(attrs[_PREFIX + "data_csv"])
-            outc = None
-            if _PREFIX + "outcomes_csv" in attrs:
-                outc = Path(d) / "outcomes.csv"
-                outc.write_text(attrs[_PREFIX + "outcomes_csv"])
-            stored = read_ck(p, outcomes=outc, analytes=meta.get("data_analytes"))
-        if meta.get("data_hash") and stored.hash() != meta["data_hash"]:
-            raise FitMismatchError(f"{path}: the stored data do not match the data hash; the "
-                                   "file was altered")
-    if data is not None and meta.get("data_hash") and data.hash() != meta["data_hash"]:
-        raise FitMismatchError(f"{path} was fitted to different data (hash "
-                               f"{meta['data_hash'][:12]}, given {data.hash()[:12]})")
-    for k in list(idata.posterior.attrs):
-        if k.startswith(_PREFIX):
-            del idata.posterior.attrs[k]
-    return Fit(idata=idata, spec=spec, data=data if data is not None else stored, meta=meta)
+    return load(path, model=model, data=data)

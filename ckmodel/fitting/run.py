@@ -13,6 +13,8 @@ import numpy as np
 import xarray as xr
 
 from ckmodel._arviz import az
+from ckmodel.data.schema import time_factor
+from ckmodel.errors import DatasetError
 from ckmodel.fitting.convergence import check_convergence
 from ckmodel.fitting.result import Fit, package_versions
 from ckmodel.population.covariates import (
@@ -117,6 +119,21 @@ def _constant_data(pdata: PopulationData) -> xr.Dataset:
     return xr.Dataset(out)
 
 
+def _check_settings(*, sampler: str, draws: int, tune: int, chains: int, seed: int,
+                    target_accept: float, mass_matrix: str) -> None:
+    """Refuse sampler settings that cannot work, before anything is compiled."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1),
+                             ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not 0 < float(target_accept) < 1:
+        raise ValueError(f"target_accept must be between 0 and 1, got {target_accept!r}")
+    if mass_matrix not in ("auto", "diag", "low_rank"):
+        raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")
+
+
 def fit(
     data: Any,
     model: str | ModelSpec = "expansion_biphasic",
@@ -141,7 +158,10 @@ def fit(
     Parameters
     ----------
     data : CKData
-        Checked CK data (:func:`ckmodel.data.read_ck`).
+        Checked CK data (:func:`ckmodel.data.read_ck`). When its ``time_unit`` differs from
+        the model's (hours against days, say), times are converted for the fit, with one
+        warning, and the fit's results are in the model's unit; units that cannot be
+        converted exactly (months, years) are refused with a message naming both.
     model : str, path or ModelSpec
         Catalog name, TOML file, or spec (default ``expansion_biphasic``).
     sampler : {"nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map"}
@@ -185,14 +205,24 @@ def fit(
     Fit
         Posterior and metadata; ``Fit.save(path)`` writes it.
     """
+    _check_settings(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
+                    target_accept=target_accept, mass_matrix=mass_matrix)
     spec = load_model(model)
     opts = options or PopulationOptions()
     effects = parse_covariates(covariates)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    opts.check(spec, [e for e in effects if e.kind != "after"])
+    data_unit = getattr(data, "time_unit", spec.time_unit)
+    try:
+        time_scale = time_factor(data_unit, spec.time_unit)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if time_scale != 1.0:
+        log.warning("data times are in %ss, model '%s' is in %ss: times converted for the fit "
+                    "(x %.6g); results are in %ss", data_unit, spec.name, spec.time_unit,
+                    time_scale, spec.time_unit)
     spec, static = apply_time_varying(spec, effects)
     pdata = prepare(data, spec, analytes=analytes, blq_method=opts.blq_method,
-                    extra_covariates=[e.covariate for e in static])
+                    extra_covariates=[e.covariate for e in static], time_scale=time_scale)
     log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
@@ -204,8 +234,6 @@ def fit(
     fused_analytes = (list(pdata.analytes) if "loglik" in pot else
                       [n.removeprefix("loglik_") for n in pot if n.startswith("loglik_")])
     fused = bool(fused_analytes)
-    if mass_matrix not in ("auto", "diag", "low_rank"):
-        raise ValueError(f"mass_matrix must be 'auto', 'diag' or 'low_rank', got {mass_matrix!r}")
     low_rank = mass_matrix == "low_rank" or (
         mass_matrix == "auto" and uses_ode(spec, pdata, opts.method))
     t0 = time.perf_counter()
@@ -253,7 +281,11 @@ def fit(
                     for k, v in asdict(opts).items() if k != "ode"},
         "analytes": list(pdata.analytes), "error_models": error_models,
         "data_analytes": list(getattr(data, "analytes", ())),
-        "excluded": pdata.excluded, "n_obs": pdata.n_obs, "n_subjects": pdata.n_subjects,
+        "data_units": dict(getattr(data, "analyte_units", {})),
+        "data_time_unit": data_unit, "model_time_unit": spec.time_unit,
+        "time_scale": time_scale,
+        "excluded": pdata.excluded, "records": pdata.records.to_dict(orient="list"),
+        "n_obs": pdata.n_obs, "n_subjects": pdata.n_subjects,
         "data_hash": data.hash() if hasattr(data, "hash") else None,
         "spec_hash": spec.hash(), "sampling_seconds": round(t_sample, 2),
         "versions": package_versions(),

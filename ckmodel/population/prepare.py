@@ -1,8 +1,11 @@
 """Turn a CKData object into the flat arrays the population model is built on.
 
 Nothing is dropped silently: every record left out of the fit (MDV=1, after allo-HSCT, before
-the dose, an analyte the model does not predict, BLQ under M1) is counted by reason in
-``PopulationData.excluded`` and logged.
+the dose, an analyte the model does not predict, BLQ under M1) is counted by analyte and reason
+in ``PopulationData.records`` (totals by reason in ``PopulationData.excluded``) and logged.
+
+Times are converted to the model's time unit here, once: record times, dose times and switch
+onsets are multiplied by ``time_scale`` (e.g. 1/24 for hour data and a day model).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import pandas as pd
 from ckmodel.errors import DatasetError, Problem
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["PopulationData", "prepare", "switch_onsets"]
+__all__ = ["PopulationData", "prepare", "switch_onsets", "dosing_history", "RECORD_COLUMNS"]
+
+#: Columns of :attr:`PopulationData.records` before the reasons for leaving records out.
+RECORD_COLUMNS = ("ANALYTE", "RECORDS", "USED", "USED_BLQ")
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,12 @@ class PopulationData:
         Subject-level covariates indexed by subject ID.
     excluded : dict of str to int
         Records left out of the fit, by reason.
+    records : pandas.DataFrame
+        One row per analyte of the data: ``RECORDS`` (observation records in the data),
+        ``USED`` (in the fit), ``USED_BLQ`` (of those, BLQ: censored under M3), then one
+        column per reason a record was left out, with its count.
+    time_scale : float
+        Factor that converted data time into model time (1.0 when the units agree).
     blq_method : str
         "M3" (censored likelihood) or "M1" (BLQ records dropped).
     onsets : dict of str to array
@@ -73,6 +85,8 @@ class PopulationData:
     excluded: dict[str, int] = field(default_factory=dict)
     blq_method: str = "M3"
     onsets: dict[str, np.ndarray] = field(default_factory=dict)
+    records: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RECORD_COLUMNS))
+    time_scale: float = 1.0
 
     @property
     def n_obs(self) -> int:
@@ -97,8 +111,41 @@ class PopulationData:
         })
 
 
+def dosing_history(doses: pd.DataFrame, subjects: Sequence[str], time_scale: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every dose of each subject as NaN-padded matrices ``(amt, dose_time)``.
+
+    Parameters
+    ----------
+    doses : pandas.DataFrame
+        Dose records (ID, TIME in data time, AMT), e.g. ``CKData.doses``.
+    subjects : sequence of str
+        Row order of the result.
+    time_scale : float
+        Factor from data time to model time.
+
+    Returns
+    -------
+    amt, dose_time : numpy.ndarray, shape (n_subjects, max doses per subject)
+        Amounts as in the data and dose times in model time; NaN where a subject has fewer
+        doses (a subject without doses has a row of NaN).
+    """
+    sub = doses[doses["ID"].isin(set(subjects))]
+    counts = sub.groupby("ID").size()
+    k = int(counts.max()) if len(counts) else 1
+    amt = np.full((len(subjects), k), np.nan)
+    dtime = np.full((len(subjects), k), np.nan)
+    pos = {s: i for i, s in enumerate(subjects)}
+    for sid, grp in sub.sort_values(["ID", "TIME"], kind="stable").groupby("ID", sort=False):
+        i = pos[sid]
+        amt[i, :len(grp)] = grp["AMT"].to_numpy(float)
+        dtime[i, :len(grp)] = grp["TIME"].to_numpy(float) * time_scale
+    return amt, dtime
+
+
 def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None,
-            blq_method: str = "M3", extra_covariates: Sequence[str] = ()) -> PopulationData:
+            blq_method: str = "M3", extra_covariates: Sequence[str] = (),
+            time_scale: float = 1.0) -> PopulationData:
     """Select and index the records of ``data`` that a fit of ``spec`` uses.
 
     Parameters
@@ -113,6 +160,9 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         M3 keeps BLQ records as censored; M1 drops them (counted in ``excluded``).
     extra_covariates : sequence of str
         Covariate columns needed by covariate effects (checked for presence).
+    time_scale : float
+        Factor from the data's time unit to the model's (see
+        :func:`ckmodel.data.schema.time_factor`).
 
     Returns
     -------
@@ -139,15 +189,20 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
                            f"'{spec.name}' ({sorted(outputs)}); choose another model or rename "
                            "the analytes")
     excluded: dict[str, int] = {}
+    counts = pd.DataFrame(index=pd.Index(data_analytes, name="ANALYTE"))
+    counts["RECORDS"] = obs["ANALYTE"].value_counts().reindex(counts.index).astype(int)
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal obs
         k = int(mask.sum())
         if k:
             excluded[reason] = excluded.get(reason, 0) + k
+            per = obs.loc[mask, "ANALYTE"].value_counts()
+            counts[reason] = per.reindex(counts.index).fillna(0).astype(int)
             obs = obs[~mask]
 
-    drop(~obs["ANALYTE"].isin(analytes), "analyte not fitted")
+    drop(~obs["ANALYTE"].isin(outputs), f"not predicted by model {spec.name}")
+    drop(~obs["ANALYTE"].isin(analytes), "analyte not selected")
     drop(obs["MDV"].astype(int) == 1, "MDV=1")
     if "AFTER_HSCT" in obs:
         drop(obs["AFTER_HSCT"].astype(bool), "after allo-HSCT (end of CAR-T record)")
@@ -169,21 +224,18 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
     if not subjects:
         raise DatasetError("no usable observation records remain for the fit")
 
-    sub_doses = doses[doses["ID"].isin(subjects)]
-    counts = sub_doses.groupby("ID").size()
-    if not spec.superposition and spec.solution is not None and (counts > 1).any():
-        bad = counts[counts > 1].index.tolist()
-        raise DatasetError([Problem(f"{counts[s]} doses, but model '{spec.name}' supports one "
+    n_doses = doses[doses["ID"].isin(subjects)].groupby("ID").size()
+    if not spec.superposition and spec.solution is not None and (n_doses > 1).any():
+        bad = n_doses[n_doses > 1].index.tolist()
+        raise DatasetError([Problem(f"{n_doses[s]} doses, but model '{spec.name}' supports one "
                                     "dose per subject in a fit (no superposition)", subject=s,
                                     rule="multiple_doses") for s in bad])
-    k = int(counts.max()) if len(counts) else 1
-    amt = np.full((len(subjects), k), np.nan)
-    dtime = np.full((len(subjects), k), np.nan)
+    amt, dtime = dosing_history(doses, subjects, time_scale)
     pos = {s: i for i, s in enumerate(subjects)}
-    for sid, grp in sub_doses.groupby("ID", sort=False):
-        i = pos[sid]
-        amt[i, :len(grp)] = grp["AMT"].to_numpy(float)
-        dtime[i, :len(grp)] = grp["TIME"].to_numpy(float)
+    used = obs["ANALYTE"].value_counts()
+    used_blq = obs.loc[obs["BLQ"].astype(int) == 1, "ANALYTE"].value_counts()
+    counts.insert(1, "USED", used.reindex(counts.index).fillna(0).astype(int))
+    counts.insert(2, "USED_BLQ", used_blq.reindex(counts.index).fillna(0).astype(int))
 
     covs = data.covariates.reindex(list(subjects))
     needed = list(spec.covariates) + list(extra_covariates)
@@ -198,7 +250,7 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         analytes=tuple(analytes),
         subject_index=obs["ID"].map(pos).to_numpy(int),
         analyte_index=obs["ANALYTE"].map(aidx).to_numpy(int),
-        time=obs["TIME"].to_numpy(float),
+        time=obs["TIME"].to_numpy(float) * time_scale,
         dv=np.where(obs["BLQ"].astype(int) == 1, np.nan, obs["DV"].to_numpy(float)),
         lloq=obs["LLOQ"].to_numpy(float) if "LLOQ" in obs else np.full(len(obs), np.nan),
         blq=obs["BLQ"].astype(int).to_numpy() == 1,
@@ -208,7 +260,9 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         covariates=covs,
         excluded=excluded,
         blq_method=blq_method,
-        onsets=switch_onsets(data, spec, subjects),
+        onsets={k: v * time_scale for k, v in switch_onsets(data, spec, subjects).items()},
+        records=counts.reset_index(),
+        time_scale=float(time_scale),
     )
 
 

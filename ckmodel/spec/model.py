@@ -146,6 +146,15 @@ class ModelSpec:
         return tuple(o.name for o in self.outputs)
 
     @property
+    def output_units(self) -> dict[str, str]:
+        """Unit of each output, as ``{analyte: unit}``: what ``read_ck(analytes=...)`` takes.
+
+        Data whose ANALYTE codes are this model's outputs need nothing more to be read for it:
+        ``read_ck(path, analytes=spec.output_units)``.
+        """
+        return {o.name: o.unit for o in self.outputs}
+
+    @property
     def has_solution(self) -> bool:
         """True when the spec gives a closed-form solution for every state."""
         return self.solution is not None
