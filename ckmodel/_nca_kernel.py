@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -25,6 +26,55 @@ BLQ_RULES: dict[str, tuple[str, str, str]] = {
     "lloq-half": ("lloq-half", "lloq-half", "lloq-half"),
 }
 _POSITIONS = ("first", "middle", "last")
+
+#: Suffix of a partial-AUC column name per time unit; days (the CAR-T convention) have none.
+UNIT_SUFFIX = {"minute": "MIN", "hour": "H", "day": "", "week": "W", "month": "MO", "year": "Y"}
+#: Units per day for the units of fixed length (a month or a year has no exact length in days).
+UNITS_PER_DAY = {"minute": Fraction(1440), "hour": Fraction(24), "day": Fraction(1),
+                 "week": Fraction(1, 7)}
+#: The CAR-T default partial-AUC windows, in days: AUC0-28d and AUC0-84d.
+DEFAULT_WINDOWS_DAYS = ((0, 28), (0, 84))
+#: Record counts of each profile: all observation records, those used, BLQ records and how the
+#: BLQ rule treated them (set to 0, set to LLOQ/2, dropped), records left out by reason (MDV=1,
+#: after allo-HSCT, before the infusion, missing TIME or DV) and 1 when a (0, 0) point was added.
+#: The kernel returns all but N_OBS, N_MDV and N_HSCT, which the wrapper counts.
+COUNT_COLUMNS = (
+    "N_OBS", "N_USED", "N_BLQ", "N_BLQ_ZERO", "N_BLQ_HALF", "N_BLQ_DROP",
+    "N_MDV", "N_HSCT", "N_PREDOSE", "N_MISSING", "ZERO_ADDED",
+)  # fmt: skip
+#: Sampling-time metrics, summarised by median and range (no geometric statistics).
+TIME_METRICS = ("TMAX", "TLST", "LAMZLL", "LAMZUL")
+
+
+def column_unit(column: str, dv_unit: str, time_unit: str) -> str:
+    """Unit of an NCA output column; an unknown (empty) DV unit is written ``DV unit``."""
+    dv = dv_unit or "DV unit"
+    if column in ("CMAX", "CLST"):
+        return dv
+    if column in (*TIME_METRICS, "LAMZHL"):
+        return time_unit
+    if column == "LAMZ":
+        return f"1/{time_unit}"
+    if column.startswith("AUC"):
+        return f"{time_unit}*{dv}"
+    if column in (*COUNT_COLUMNS[:-1], "LAMZNPT"):
+        return "count"
+    return "-" if column in ("R2ADJ", "ZERO_ADDED") else ""
+
+
+def check_time_unit(time_unit: str) -> str:
+    """Return ``time_unit`` if it is one of :data:`UNIT_SUFFIX`, else raise ValueError."""
+    if time_unit not in UNIT_SUFFIX:
+        raise ValueError(f"unknown time_unit {time_unit!r}; choose one of {tuple(UNIT_SUFFIX)}")
+    return time_unit
+
+
+def default_windows(time_unit: str) -> list[tuple[float, float]]:
+    """The day windows of :data:`DEFAULT_WINDOWS_DAYS` in ``time_unit`` (none for month, year)."""
+    per_day = UNITS_PER_DAY.get(check_time_unit(time_unit))
+    if per_day is None:
+        return []
+    return [(float(a * per_day), float(b * per_day)) for a, b in DEFAULT_WINDOWS_DAYS]
 
 
 def resolve_blq_rule(rule: str | Mapping[str, str]) -> tuple[str, str, str]:
@@ -45,17 +95,30 @@ def resolve_blq_rule(rule: str | Mapping[str, str]) -> tuple[str, str, str]:
     return actions  # type: ignore[return-value]
 
 
-def window_name(start: float, end: float) -> str:
-    """Column name of the partial AUC over ``[start, end]``, e.g. ``AUC0_28`` or ``AUC0_inf``."""
+def window_name(start: float, end: float, time_unit: str = "day") -> str:
+    """Column name of the partial AUC over ``[start, end]`` in ``time_unit``.
 
-    def fmt(v: float) -> str:
-        return "inf" if math.isinf(v) else f"{v:g}"
+    The bounds are written in ``time_unit``, and the unit's suffix (:data:`UNIT_SUFFIX`, none for
+    days) follows the last non-zero finite bound: ``AUC0_28`` (days), ``AUC0_24H``,
+    ``AUC2_4W``, ``AUC5H_inf``, ``AUC0_inf``.
+    """
+    suffix = UNIT_SUFFIX[check_time_unit(time_unit)]
 
-    return f"AUC{fmt(start)}_{fmt(end)}"
+    def fmt(v: float, unit: bool) -> str:
+        return "inf" if math.isinf(v) else f"{v:g}" + (suffix if unit else "")
+
+    unit_on_end = math.isfinite(end)
+    return f"AUC{fmt(start, not unit_on_end and start != 0)}_{fmt(end, unit_on_end)}"
 
 
-def check_windows(windows: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
-    """Validate AUC windows: finite start, ``start < end`` (end may be ``inf``)."""
+def check_windows(windows: Sequence[Sequence[float]] | None,
+                  time_unit: str = "day") -> list[tuple[float, float]]:
+    """Validate AUC windows: finite start, ``start < end`` (end may be ``inf``).
+
+    ``None`` gives :func:`default_windows` of ``time_unit``.
+    """
+    if windows is None:
+        return default_windows(time_unit)
     out = []
     for w in windows:
         if len(w) != 2:
@@ -64,7 +127,7 @@ def check_windows(windows: Sequence[Sequence[float]]) -> list[tuple[float, float
         if not math.isfinite(a) or math.isnan(b) or not a < b:
             raise ValueError(f"AUC window needs a finite start < end, got {w!r}")
         out.append((a, b))
-    names = [window_name(a, b) for a, b in out]
+    names = [window_name(a, b, time_unit) for a, b in out]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate AUC windows: {names}")
     return out
@@ -78,9 +141,11 @@ def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def clean_profiles(time, conc, blq, lloq, actions, add_zero):
     """Sort, apply the BLQ rule, add the implicit (0, 0) point and left-align kept records.
 
-    Returns ``(t, c, k)``: sorted kept times and concentrations (NaN padding on the right) and
-    the number of kept records per profile.
+    Returns ``(t, c, k, counts)``: sorted kept times and concentrations (NaN padding on the
+    right), the number of kept points per profile (the added zero included) and the record
+    counts of :data:`COUNT_COLUMNS` (int arrays).
     """
+    predose = np.isfinite(time) & (time < 0)
     present = np.isfinite(time) & (time >= 0)  # the NCA interval is [0, inf)
     negative = present & ~blq & (conc < 0)
     if negative.any():
@@ -88,7 +153,8 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
         raise ValueError(f"negative concentrations in profile rows {rows[:10].tolist()}")
     is_blq = present & (blq | (conc == 0))
     quant = present & ~is_blq & np.isfinite(conc)
-    present = is_blq | quant  # a missing concentration that is not BLQ is dropped
+    missing = present & ~is_blq & ~quant  # a missing concentration that is not BLQ is dropped
+    present = is_blq | quant
 
     order = np.argsort(np.where(present, time, np.inf), axis=1, kind="stable")
     time, conc, lloq = (np.take_along_axis(a, order, axis=1) for a in (time, conc, lloq))
@@ -111,22 +177,30 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
 
     c = np.where(quant, conc, np.nan)
     keep = quant.copy()
+    zero, half = np.zeros_like(keep), np.zeros_like(keep)
     for where, action in zip(classes, actions, strict=True):
         sel = is_blq & where
         if action == "zero":
             c[sel] = 0.0
-            keep |= sel
+            zero |= sel
         elif action == "lloq-half":
-            sel &= np.isfinite(lloq) & (lloq > 0)
+            sel &= np.isfinite(lloq) & (lloq > 0)  # no LLOQ: the record is dropped
             c[sel] = 0.5 * lloq[sel]
-            keep |= sel
+            half |= sel
+    keep |= zero | half
+    counts = {
+        "N_USED": keep.sum(axis=1), "N_BLQ": is_blq.sum(axis=1), "N_BLQ_ZERO": zero.sum(axis=1),
+        "N_BLQ_HALF": half.sum(axis=1), "N_BLQ_DROP": (is_blq & ~keep).sum(axis=1),
+        "N_PREDOSE": predose.sum(axis=1), "N_MISSING": missing.sum(axis=1),
+    }  # fmt: skip
 
     need_zero = np.zeros(n, dtype=bool)
-    if add_zero:
-        need_zero = ~(keep & (time == 0)).any(axis=1)
+    if add_zero:  # a profile without any kept record stays empty (NaN), not a lone (0, 0)
+        need_zero = ~(keep & (time == 0)).any(axis=1) & keep.any(axis=1)
     time = np.concatenate([time, np.zeros((n, 1))], axis=1)
     c = np.concatenate([c, np.zeros((n, 1))], axis=1)
     keep = np.concatenate([keep, need_zero[:, None]], axis=1)
+    counts["ZERO_ADDED"] = need_zero.astype(np.int64)
 
     order = np.argsort(np.where(keep, time, np.inf), axis=1, kind="stable")
     keep = np.take_along_axis(keep, order, axis=1)
@@ -137,7 +211,7 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
     if width > t.shape[1]:
         pad = np.full((n, width - t.shape[1]), np.nan)
         t, c = np.concatenate([t, pad], axis=1), np.concatenate([c, pad], axis=1)
-    return t[:, :width], c[:, :width], k
+    return t[:, :width], c[:, :width], k, counts
 
 
 def lambda_z(t, c, pos, tmax, tlast, clast, min_points, tolerance):
@@ -187,7 +261,8 @@ def nca_kernel(
     lloq=None,
     *,
     auc_method="lin-up/log-down",
-    windows=((0, 28), (0, 84)),
+    windows=None,
+    time_unit="day",
     blq_rule="first-zero-rest-drop",
     add_zero=True,
     min_points_lambda_z=3,
@@ -199,7 +274,7 @@ def nca_kernel(
     if int(min_points_lambda_z) < 3:
         raise ValueError("min_points_lambda_z must be >= 3 (adjusted R^2 needs n > 2)")
     actions = resolve_blq_rule(blq_rule)
-    wins = check_windows(windows)
+    wins = check_windows(windows, time_unit)
     time = np.atleast_2d(np.asarray(time, dtype=float))
     conc = np.atleast_2d(np.asarray(conc, dtype=float))
     shape = time.shape
@@ -210,7 +285,7 @@ def nca_kernel(
     if blq.shape != shape or lloq.shape != shape:
         raise ValueError("blq and lloq must have the shape of time")
 
-    t, c, k = clean_profiles(time, conc, blq, lloq, actions, bool(add_zero))
+    t, c, k, counts = clean_profiles(time, conc, blq, lloq, actions, bool(add_zero))
     n_prof, m = t.shape
     r = np.arange(n_prof)
     col = np.arange(m)
@@ -265,6 +340,7 @@ def nca_kernel(
     for a, b in wins:
         with np.errstate(invalid="ignore"):
             val = cum_auc(b) - cum_auc(a)
-        out[window_name(a, b)] = np.where(k < 2, np.nan, np.where(all_zero, 0.0, val))
+        out[window_name(a, b, time_unit)] = np.where(k < 2, np.nan, np.where(all_zero, 0.0, val))
     out.update(lz)
+    out.update(counts)
     return out

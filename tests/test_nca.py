@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import ckmodel.nca as nca_module
 from ckmodel.errors import DatasetError
-from ckmodel.nca import NCA_COLUMNS, nca, nca_arrays, nca_summary
+from ckmodel.nca import COUNT_COLUMNS, NCA_COLUMNS, nca, nca_arrays, nca_summary
 
 LN2 = math.log(2.0)
 REL = 1e-9  # deterministic double-precision arithmetic
@@ -41,6 +41,11 @@ def one(t, c, blq=None, *, lloq=None, **kw):
     res = nca(profile(t, c, blq, lloq=lloq), **kw)
     assert len(res) == 1
     return res.iloc[0]
+
+
+def metrics(row):
+    """The metric values of an NCA row, without the record counts."""
+    return row.drop(list(COUNT_COLUMNS))
 
 
 def approx(x):
@@ -217,7 +222,8 @@ def test_pre_infusion_records_are_ignored():
     base = one([1.0, 2, 4, 8], [40.0, 20, 10, 5])
     for c_pre, b_pre in ((np.nan, 1), (30.0, 0)):
         r = one([-7.0, 1, 2, 4, 8], [c_pre, 40.0, 20, 10, 5], [b_pre, 0, 0, 0, 0])
-        pd.testing.assert_series_equal(r, base)
+        pd.testing.assert_series_equal(metrics(r), metrics(base))
+        assert (r.N_OBS, r.N_USED, r.N_PREDOSE, r.N_BLQ) == (5, 4, 1, 0)
     assert base.AUC0_28 == approx(base.AUCIFO - 5 / base.LAMZ * math.exp(-base.LAMZ * 20))
 
 
@@ -225,10 +231,16 @@ def test_trailing_blq_dropped_by_default():
     t, c, b = [0.0, 1, 2, 4, 8, 16], [0.0, 40, 20, 10, 5, np.nan], [0, 0, 0, 0, 0, 1]
     with_trailing = one(t, c, b)
     without = one(t[:-1], c[:-1])
-    pd.testing.assert_series_equal(with_trailing, without)
+    pd.testing.assert_series_equal(metrics(with_trailing), metrics(without))
     assert with_trailing.TLST == 8.0 and with_trailing.CLST == 5.0
+    # the DV of 0 at t=0 counts as BLQ (first: set to 0), the trailing BLQ is dropped
+    r = with_trailing
+    assert (r.N_BLQ, r.N_BLQ_ZERO, r.N_BLQ_DROP, r.N_USED, r.ZERO_ADDED) == (2, 1, 1, 5, 0)
     # kept as zero, the trailing record changes neither AUClast, lambda_z nor partial AUCs
-    pd.testing.assert_series_equal(one(t, c, b, blq_rule="all-zero"), without)
+    zero = one(t, c, b, blq_rule="all-zero")
+    pd.testing.assert_series_equal(metrics(zero).drop("BLQ_RULE"),
+                                   metrics(without).drop("BLQ_RULE"))
+    assert (zero.N_BLQ_ZERO, zero.N_BLQ_DROP, zero.N_USED, zero.BLQ_RULE) == (2, 0, 6, "all-zero")
 
 
 def test_middle_blq_dropped_or_zero():
@@ -342,8 +354,10 @@ def test_vectorised_equals_one_profile_at_a_time(rule):
     df = _cohort()
     kw = {"blq_rule": rule, "windows": [(0, 7), (0, 28), (5, np.inf)]}
     full = nca(df, **kw)
-    assert len(full) == 14 and list(full.columns[:2]) == ["ID", "ANALYTE"]
-    assert list(full.columns[2:14]) == list(NCA_COLUMNS)
+    assert len(full) == 14
+    assert list(full.columns[:4]) == ["ID", "ANALYTE", "DV_UNIT", "TIME_UNIT"]
+    assert list(full.columns[4:16]) == list(NCA_COLUMNS)
+    assert list(full.columns[-12:]) == [*COUNT_COLUMNS, "BLQ_RULE"]
     single = pd.concat([nca(g, **kw) for _, g in df.groupby(["ID", "ANALYTE"], sort=False)],
                        ignore_index=True)  # fmt: skip
     pd.testing.assert_frame_equal(full, single, rtol=1e-12)
