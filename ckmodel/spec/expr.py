@@ -139,7 +139,8 @@ def parse_expr(
     if len(text) > _MAX_LEN:
         raise ModelSpecError(f"expression longer than {_MAX_LEN} characters", file=file, key=key)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # ``^`` is the power, as pharmacometricians write it (Python's ``**`` works too)
+        tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
     except SyntaxError as exc:
         raise ModelSpecError(f"cannot parse expression {text!r}: {exc.msg}", file=file,
                              key=key) from None
