@@ -110,3 +110,50 @@ def test_demo_without_fit(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "demo" / "profiles.png").stat().st_size > 10_000
     assert len(pd.read_csv(tmp_path / "demo" / "nca.csv")) > 30
+
+
+@pytest.mark.parametrize("args, option", [
+    (["fit", "{ck}", "--draws", "-5"], "--draws"),
+    (["fit", "{ck}", "--chains", "0"], "--chains"),
+    (["fit", "{ck}", "--sampler", "gibbs"], "--sampler"),
+    (["fit", "{ck}", "--fix", "nope=1"], "nope"),
+    (["fit", "{ck}", "--fix", "rho"], "--fix"),
+    (["fit", "{ck}", "--error", "PB_QPCR=cauchy"], "--error"),
+    (["fit", "{ck}", "--prior", "rho=LogNormal(log(2)"], "--prior"),
+    (["fit", "{ck}", "--time-unit", "fortnight"], "--time-unit"),
+    (["nca", "{ck}", "--by", "DOSE_LVL"], "--by"),
+    (["nca", "{ck}", "--window", "28,0"], "--window"),
+    (["simulate", "--dose", "-1"], "--dose"),
+    (["simulate", "--n", "0"], "--n"),
+    (["simulate", "--covariate", "BM_BLAST_PCT=40"], "--covariate"),
+])
+def test_bad_options_are_refused_before_any_work(args, option, tmp_path):
+    out = tmp_path / "out.file"
+    args = [a.format(ck=TRIAL / "ck.csv") for a in args] + ["-o", str(out)]
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert option in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_messages_are_printed_literally(tmp_path):
+    bad = tmp_path / "x.csv"
+    bad.write_text("ID,TIME,EVID,AMT,ANALYTE,DV\n1,0,1,1,.,.\n1,7,0,.,[jax]_QPCR,5\n")
+    res = run("check", str(bad))
+    assert res.returncode == 1 and "[jax]_QPCR" in res.stdout
+
+
+def test_summary_of_a_file_that_is_not_a_fit(tmp_path):
+    res = run("summary", str(TRIAL / "ck.csv"))
+    assert res.returncode == 1 and "not a ckmodel fit" in res.stderr
+    assert "Traceback" not in res.stderr and "h5py" not in res.stderr
+
+
+def test_help_answers_at_once():
+    import time
+
+    t0 = time.perf_counter()
+    res = run("--help")
+    assert res.returncode == 0 and "fit" in res.stdout
+    # generous bound (the heavy libraries are not imported for help); measured 0.26 s
+    assert time.perf_counter() - t0 < 5
