@@ -68,6 +68,9 @@ def simulate(
     dose_time: Annotated[list[float] | None, typer.Option(
         "--dose-time", help="Regimen: every subject is dosed at each of these times (model "
                             "time unit); repeatable; default 0")] = None,
+    dose_state: Annotated[str | None, typer.Option(
+        "--dose-state", help="State every dose goes into, amount unchanged (NONMEM CMT), e.g. "
+                             "A_c for IV; default: the model's [dosing]")] = None,
     n: Annotated[int, typer.Option(min=1, help="Subjects per dose level")] = 100,
     seed: Annotated[int, typer.Option(min=0, help="Random seed")] = 1,
     covariate: Annotated[list[str] | None, typer.Option(
@@ -96,10 +99,13 @@ def simulate(
     if unknown:
         bad_option("--covariate", f"model '{spec.name}' uses no covariate {unknown[0]!r} "
                    f"(its covariates: {', '.join(spec.covariates) or 'none'})")
+    if dose_state is not None and dose_state not in spec.state_names:
+        bad_option("--dose-state", f"{dose_state!r} is not a state of model '{spec.name}' "
+                                   f"(states: {', '.join(spec.state_names)})")
     try:
         with shown_warnings():
             ds = run(spec, n=n, dose=doses, seed=seed, covariates=covs, draw_typical=prior,
-                     dose_times=dose_time)
+                     dose_times=dose_time, dose_state=dose_state)
     except (CKModelError, ValueError) as exc:
         fail(exc)
     atomic_write(output, lambda p: ds.to_netcdf(p, engine="h5netcdf"))

@@ -104,9 +104,10 @@ class Fit:
                 quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
         """Individual predictions over each subject's whole dosing history, from the posterior.
 
-        Every dose of the data (repeated doses, superposition, switches such as anti-drug
-        antibodies from their onset) enters the solve; times are on the data's clock, in the
-        model's time unit (data in another unit were converted for the fit, and are here).
+        Every dose of the data (repeated doses, superposition, doses into the state their
+        CMT names, switches such as anti-drug antibodies from their onset) enters the
+        solve; times are on the data's clock, in the model's time unit (data in another
+        unit were converted for the fit, and are here).
 
         Parameters
         ----------
@@ -144,15 +145,16 @@ class Fit:
         n_s, n_sub, _ = th.shape
         subjects = [str(s) for s in theta.subject.values]
         params = {p: th[:, :, j].ravel() for j, p in enumerate(self.spec.param_names)}
-        amt, dose_time = dosing_history(self.data.doses, subjects, scale)
+        dosing = dosing_history(self.data.doses, subjects, scale, self.spec)
         covs = {}
         if self.spec.covariates:
             cov = self.data.covariates.reindex(subjects)
             covs = {c: np.tile(cov[c].to_numpy(float), n_s) for c in self.spec.covariates}
         onsets = {k: np.tile(v * scale, n_s)
                   for k, v in switch_onsets(self.data, self.spec, subjects).items()}
-        states = solve_states(self.spec, params, t, amt=np.tile(amt, (n_s, 1)),
-                              dose_time=np.tile(dose_time, (n_s, 1)), covariates=covs,
+        states = solve_states(self.spec, params, t, amt=np.tile(dosing.amt, (n_s, 1)),
+                              dose_time=np.tile(dosing.time, (n_s, 1)),
+                              dose_cmt=np.tile(dosing.cmt, (n_s, 1)), covariates=covs,
                               onsets=onsets)
         pred = evaluate_outputs(self.spec, states, params, t, covs)
         analytes = list(self.spec.output_names)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,8 @@ import pandas as pd
 from ckmodel.errors import DatasetError, Problem
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["PopulationData", "prepare", "switch_onsets", "dosing_history", "RECORD_COLUMNS"]
+__all__ = ["PopulationData", "prepare", "switch_onsets", "dosing_history", "dose_target",
+           "Dosing", "RECORD_COLUMNS"]
 
 #: Columns of :attr:`PopulationData.records` before the reasons for leaving records out.
 RECORD_COLUMNS = ("ANALYTE", "RECORDS", "USED", "USED_BLQ")
@@ -111,36 +112,97 @@ class PopulationData:
         })
 
 
-def dosing_history(doses: pd.DataFrame, subjects: Sequence[str], time_scale: float = 1.0
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Every dose of each subject as NaN-padded matrices ``(amt, dose_time)``.
+class Dosing(NamedTuple):
+    """Every dose of each subject, as NaN-padded matrices (subjects x doses)."""
+
+    amt: np.ndarray  #: amounts as in the data
+    time: np.ndarray  #: dose times in model time
+    cmt: np.ndarray  #: target state index per dose (-1: the spec's [dosing])
+
+
+def dose_target(spec: ModelSpec | None, value: Any) -> int:
+    """The state a dose record's CMT names: -1 for the spec's ``[dosing]``, else its index.
+
+    CMT is a state name of the model or, as in NONMEM, a 1-based state number in the order of
+    ``[states]``. Empty CMT, or CMT naming the single state the spec's ``[dosing]`` fills,
+    means the spec's dosing expression (so a bioavailability in it applies); any other state
+    receives the amount unchanged.
+
+    Raises
+    ------
+    ValueError
+        When CMT names no state of the model.
+    """
+    if spec is None or value is None or (isinstance(value, float) and np.isnan(value)):
+        return -1
+    text = str(value).strip()
+    if text in ("", ".", "nan"):
+        return -1
+    names = spec.state_names
+    if text in names:
+        i = names.index(text)
+    else:
+        try:
+            num = float(text)
+        except ValueError:
+            num = np.nan
+        if not (num.is_integer() and 1 <= num <= len(names)):
+            raise ValueError(f"CMT {text!r} is not a state of model '{spec.name}' (states: "
+                             f"{', '.join(names)}, or their numbers 1-{len(names)})")
+        i = int(num) - 1
+    return -1 if tuple(spec.dosing) == (names[i],) else i
+
+
+def dosing_history(doses: pd.DataFrame, subjects: Sequence[str], time_scale: float = 1.0,
+                   spec: ModelSpec | None = None) -> Dosing:
+    """Every dose of each subject as NaN-padded matrices, in time order.
 
     Parameters
     ----------
     doses : pandas.DataFrame
-        Dose records (ID, TIME in data time, AMT), e.g. ``CKData.doses``.
+        Dose records (ID, TIME in data time, AMT, optional CMT), e.g. ``CKData.doses``.
     subjects : sequence of str
         Row order of the result.
     time_scale : float
         Factor from data time to model time.
+    spec : ModelSpec, optional
+        The model, to resolve CMT (see :func:`dose_target`); without it every dose follows
+        the spec's ``[dosing]``.
 
     Returns
     -------
-    amt, dose_time : numpy.ndarray, shape (n_subjects, max doses per subject)
-        Amounts as in the data and dose times in model time; NaN where a subject has fewer
-        doses (a subject without doses has a row of NaN).
+    Dosing
+        ``amt``, ``time`` (model time) and ``cmt``, each (n_subjects, max doses per
+        subject); NaN (``cmt`` -1) where a subject has fewer doses.
+
+    Raises
+    ------
+    DatasetError
+        Naming the subject and line of each dose whose CMT is not a state of ``spec``.
     """
     sub = doses[doses["ID"].isin(set(subjects))]
     counts = sub.groupby("ID").size()
     k = int(counts.max()) if len(counts) else 1
     amt = np.full((len(subjects), k), np.nan)
     dtime = np.full((len(subjects), k), np.nan)
+    cmt = np.full((len(subjects), k), -1, dtype=np.int64)
     pos = {s: i for i, s in enumerate(subjects)}
+    problems = []
     for sid, grp in sub.sort_values(["ID", "TIME"], kind="stable").groupby("ID", sort=False):
         i = pos[sid]
         amt[i, :len(grp)] = grp["AMT"].to_numpy(float)
         dtime[i, :len(grp)] = grp["TIME"].to_numpy(float) * time_scale
-    return amt, dtime
+        if "CMT" in grp and spec is not None:
+            for j, (value, row) in enumerate(zip(grp["CMT"], grp.get("ROW", grp.index),
+                                                 strict=True)):
+                try:
+                    cmt[i, j] = dose_target(spec, value)
+                except ValueError as exc:
+                    problems.append(Problem(str(exc), row=int(row), column="CMT",
+                                            subject=str(sid), rule="unknown_cmt"))
+    if problems:
+        raise DatasetError(problems)
+    return Dosing(amt, dtime, cmt)
 
 
 def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None,
@@ -230,7 +292,16 @@ def prepare(data: Any, spec: ModelSpec, *, analytes: Sequence[str] | None = None
         raise DatasetError([Problem(f"{n_doses[s]} doses, but model '{spec.name}' supports one "
                                     "dose per subject in a fit (no superposition)", subject=s,
                                     rule="multiple_doses") for s in bad])
-    amt, dtime = dosing_history(doses, subjects, time_scale)
+    dosing = dosing_history(doses, subjects, time_scale, spec)
+    routed = np.argwhere(dosing.cmt >= 0)
+    if routed.size:
+        raise DatasetError([Problem(
+            f"a dose into state {spec.state_names[dosing.cmt[i, j]]} (CMT): fits of model "
+            f"'{spec.name}' give every dose by its [dosing] section "
+            f"({', '.join(spec.dosing)}); leave CMT empty there, or fit a model whose "
+            "[dosing] fills that state (predictions and simulations do honour CMT)",
+            subject=subjects[i], column="CMT", rule="cmt_in_fit") for i, j in routed[:20]])
+    amt, dtime = dosing.amt, dosing.time
     pos = {s: i for i, s in enumerate(subjects)}
     used = obs["ANALYTE"].value_counts()
     used_blq = obs.loc[obs["BLQ"].astype(int) == 1, "ANALYTE"].value_counts()

@@ -167,6 +167,7 @@ def solve_states(
     covariates: Mapping[str, Any] | None = None,
     onsets: Mapping[str, Any] | None = None,
     options: SolverOptions | None = None,
+    dose_cmt: Any = None,
 ) -> np.ndarray:
     """State trajectories for many subjects.
 
@@ -188,6 +189,11 @@ def solve_states(
         Onset time of each switch per subject (NaN: never), keyed by switch name.
     options : SolverOptions, optional
         Method and tolerances.
+    dose_cmt : int array, optional
+        Same shape as ``amt``: the state (index in ``spec.state_names``) each dose goes into,
+        its amount added unchanged (NONMEM's CMT); -1 (the default for every dose) applies
+        the spec's ``[dosing]`` instead. Subjects with a dose into another state are solved
+        as ODEs.
 
     Returns
     -------
@@ -208,12 +214,19 @@ def solve_states(
     for sw in spec.switches:
         if sw.name in onsets_a:
             switching |= np.isfinite(onsets_a[sw.name])
+    cmt_a = np.full(amt_a.shape, -1, dtype=np.int64) if dose_cmt is None else \
+        np.broadcast_to(np.asarray(dose_cmt, dtype=np.int64), amt_a.shape)
+    if np.any((cmt_a < -1) | (cmt_a >= len(spec.states))):
+        raise ValueError(f"dose_cmt must hold state indices 0-{len(spec.states) - 1} or -1")
+    routed = np.any((cmt_a >= 0) & np.isfinite(amt_a), axis=1)
     n_doses = np.sum(np.isfinite(amt_a), axis=1)
-    closed_ok = (spec.solution is not None) & ~switching & ((n_doses <= 1) | spec.superposition)
+    closed_ok = (spec.solution is not None) & ~switching & ~routed & (
+        (n_doses <= 1) | spec.superposition)
     if opts.method == "closed" and not np.all(closed_ok):
         raise SolverError(f"model '{spec.name}' has no closed form usable for "
                           f"{int(np.sum(~closed_ok))} subject(s) (no [solution], an active "
-                          "switch, or several doses without superposition); use method='ode'")
+                          "switch, several doses without superposition, or a dose into "
+                          "another state); use method='ode'")
     if opts.method == "ode":
         closed_ok[:] = False
     out = np.empty((n, len(spec.states), times.size))
@@ -225,7 +238,7 @@ def solve_states(
     for start in range(0, idx_ode.size, opts.chunk):
         idx = idx_ode[start:start + opts.chunk]
         out[idx] = _ode(spec, _sub(env, idx), times, amt_a[idx], dt_a[idx],
-                        {k: v[idx] for k, v in onsets_a.items()}, opts)
+                        {k: v[idx] for k, v in onsets_a.items()}, opts, cmt_a[idx])
     return out
 
 
@@ -305,11 +318,12 @@ class _Budget:
 
 
 def _ode(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.ndarray,
-         dtime: np.ndarray, onsets: Mapping[str, np.ndarray], opts: SolverOptions) -> np.ndarray:
+         dtime: np.ndarray, onsets: Mapping[str, np.ndarray], opts: SolverOptions,
+         cmt: np.ndarray) -> np.ndarray:
     if opts.ode_method == "LSODA" and amt.shape[0] > 1:
         parts = [
             _ode(spec, _sub(env, np.array([i])), times, amt[i:i + 1], dtime[i:i + 1],
-                 {k: v[i:i + 1] for k, v in onsets.items()}, opts)
+                 {k: v[i:i + 1] for k, v in onsets.items()}, opts, cmt[i:i + 1])
             for i in range(amt.shape[0])
         ]
         return np.concatenate(parts, axis=0)
@@ -328,12 +342,15 @@ def _ode(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.ndarra
         kwargs["jac_sparsity"] = sps.kron(np.ones((ns, ns)), sps.eye(n), format="csr")
     bounds = list(events) + [max(times[-1], events[-1])]
     for k, t0 in enumerate(events):
+        at = np.isfinite(amt) & (dtime == t0)
+        hit = at & (cmt < 0)
         for s, expr in comp.dosing.items():
             i = spec.state_names.index(s)
-            hit = np.isfinite(amt) & (dtime == t0)
             a = np.where(hit, amt, 0.0).sum(axis=1)
             val = np.broadcast_to(expr(dict(env, AMT=a)), (n,))
             y[i] = y[i] + np.where(hit.any(axis=1), val, 0.0)
+        for i in np.unique(cmt[at & (cmt >= 0)]):
+            y[i] = y[i] + np.where(at & (cmt == i), amt, 0.0).sum(axis=1)
         t1 = bounds[k + 1]
         last = k == len(events) - 1
         sel = (times >= t0) & ((times <= t1) if last else (times < t1))
