@@ -50,7 +50,7 @@ def check(data: DataArg, outcomes: OutcomesOpt = None, column_map_value: MapOpt 
     declared = parse_assignments(units, "--units", "UNIT")
     try:
         problems = check_ck(data, outcomes=outcomes, column_map=column_map(column_map_value),
-                            analytes=declared or None)
+                            analytes=declared or None, time_unit=time_unit)
     except DatasetError as exc:
         fail(exc)
     errors = [p for p in problems if p.severity == "error"]

@@ -202,6 +202,7 @@ def check_ck(
     column_map: Mapping[str, str] | str | None = None,
     analytes: Mapping[str, str] | Iterable[str] | None = None,
     baseline_covariates: Iterable[str] = (),
+    time_unit: str = "day",
 ) -> list[Problem]:
     """Check a CK file (and its outcomes table) and return every problem found.
 
@@ -218,6 +219,8 @@ def check_ck(
         names. With exactly one name and no ANALYTE column, all observations measure it.
     baseline_covariates : iterable of str
         Covariates that must be constant within each subject (an error otherwise).
+    time_unit : str
+        Unit of TIME and of the outcome times (as for :func:`read_ck`).
 
     Returns
     -------
@@ -237,7 +240,8 @@ def check_ck(
     >>> [x.rule for x in check_ck(ck_file, outcomes=outcomes_file)]
     ['after_hsct']
     """
-    problems, _, _ = _check(path, outcomes, column_map, analytes, baseline_covariates, "day")
+    problems, _, _ = _check(path, outcomes, column_map, analytes, baseline_covariates,
+                            time_unit)
     return problems
 
 
