@@ -62,15 +62,19 @@ def bad_option(option: str, message: str) -> NoReturn:
 
 
 @contextmanager
-def shown_warnings() -> Iterator[None]:
-    """Collect warnings raised inside, then print each distinct one once, formatted."""
+def shown_warnings(stated: tuple[type[Warning], ...] = ()) -> Iterator[None]:
+    """Collect warnings raised inside, then print each distinct one once, formatted.
+
+    ``stated``: warning classes the command states itself (e.g. the convergence verdict of
+    the fit summary), so they are not printed twice.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     seen = set()
     for w in caught:
         msg = str(w.message)
-        if msg in seen or issubclass(w.category, DeprecationWarning | FutureWarning):
+        if msg in seen or issubclass(w.category, (DeprecationWarning, FutureWarning, *stated)):
             continue
         seen.add(msg)
         kind = w.category.__name__

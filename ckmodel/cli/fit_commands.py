@@ -30,7 +30,13 @@ from ckmodel.cli.common import (
     shown_warnings,
 )
 from ckmodel.cli.model_commands import ModelOpt, load_spec
-from ckmodel.errors import CKModelError, DatasetError, FitMismatchError, ModelSpecError
+from ckmodel.errors import (
+    CKModelError,
+    ConvergenceWarning,
+    DatasetError,
+    FitMismatchError,
+    ModelSpecError,
+)
 
 SAMPLER_CHOICES = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
 ERROR_CHOICES = ("log_normal", "proportional", "additive", "combined", "student_t")
@@ -175,7 +181,7 @@ def fit(
                        units=declared, time_unit=time_unit, model_units=spec.output_units)
         _left_out_analytes(ck, spec, analyte)
         t0 = time.perf_counter()
-        with shown_warnings():
+        with shown_warnings(stated=(ConvergenceWarning,)):
             result = run_fit(ck, spec, sampler=sampler, draws=draws, tune=tune, chains=chains,
                              seed=seed, covariates=covariate or (), analytes=analyte,
                              target_accept=target_accept, options=opts,
@@ -266,7 +272,7 @@ def demo(
     _left_out_analytes(ck, spec, None)
     t0 = time.perf_counter()
     try:
-        with shown_warnings():
+        with shown_warnings(stated=(ConvergenceWarning,)):
             result = run_fit(ck, spec, draws=draws, tune=tune, chains=chains, seed=seed,
                              progressbar=sys.stderr.isatty())
         result.save(out / "fit.nc")
