@@ -92,28 +92,21 @@ def add_residual_error(spec: ModelSpec, pred: Mapping[str, np.ndarray], rng: np.
                        sigma: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
     """Add each output's residual error to predictions.
 
+    The error models are those of :mod:`ckmodel.population.residual`, which also fits them.
     ``sigma`` gives the SD per output (log scale for ``log_normal``/``student_t``, relative for
     ``proportional``, output units for ``additive``; ``(additive, proportional)`` pair for
     ``combined``); default the median of the spec's sigma prior(s).
     """
+    from ckmodel.population.residual import sample_residual  # numba, not PyMC
+
     sigma = dict(sigma or {})
     out = {}
     for o in spec.outputs:
-        y = pred[o.name]
         s = sigma.get(o.name, o.sigma.median())
-        z = rng.standard_normal(y.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if o.error == "log_normal":
-                out[o.name] = y * np.exp(s * z)
-            elif o.error == "student_t":
-                out[o.name] = y * np.exp(s * rng.standard_t(o.nu, y.shape))
-            elif o.error == "proportional":
-                out[o.name] = y * (1 + s * z)
-            elif o.error == "additive":
-                out[o.name] = y + s * z
-            else:  # combined
-                sa, sp_ = (s if isinstance(s, Sequence) else (s, o.sigma_prop.median()))
-                out[o.name] = y + np.sqrt(sa**2 + (sp_ * y) ** 2) * z
+        s_prop = None
+        if o.error == "combined":
+            s, s_prop = (s if isinstance(s, Sequence) else (s, o.sigma_prop.median()))
+        out[o.name] = sample_residual(o.error, pred[o.name], s, rng, sigma_prop=s_prop, nu=o.nu)
     return out
 
 

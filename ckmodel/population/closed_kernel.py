@@ -25,9 +25,6 @@ model file reaches the compiler.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +37,18 @@ from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from ckmodel.population.codegen import (
+    check_supplied,
+    compile_source,
+    digest,
+    emit,
+    renamed_symbols,
+)
 from ckmodel.population.numba_cache import register_cached
-from ckmodel.population.ode_kernel import _code, _exp, _sigmoid, _softplus
 from ckmodel.spec.expr import compile_expr, sigmoid, softplus
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["ClosedFormKernel", "ClosedFormOp", "closed_form_expressions"]
+__all__ = ["ClosedFormKernel", "ClosedFormOp", "closed_form_expressions", "kernel_source"]
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,7 @@ def closed_form_expressions(spec: ModelSpec, analyte: str, covariates: Sequence[
     ps = [sp.Symbol(f"p{j}", real=True) for j in range(len(spec.param_names))]
     cs = [sp.Symbol(f"c{j}", real=True) for j in range(len(covariates))]
     dose_syms = {x: [sp.Symbol(f"{x}{d}", real=True) for d in range(n_doses)] for x in "auv"}
-    ren: dict[sp.Symbol, sp.Expr] = {sp.Symbol(p, real=True): s
-                                     for p, s in zip(spec.param_names, ps, strict=True)}
-    ren.update({sp.Symbol(c, real=True): s for c, s in zip(covariates, cs, strict=True)})
-    ren.update({sp.Symbol(k, real=True): sp.Float(v) for k, v in spec.constants.items()})
+    ren = renamed_symbols(spec, covariates)  # states are replaced by their dose sums below
     states = {}
     for s in spec.state_names:
         total = sp.Integer(0)
@@ -99,10 +99,7 @@ def closed_form_expressions(spec: ModelSpec, analyte: str, covariates: Sequence[
         states[sp.Symbol(s, real=True)] = total
     out = spec.output(analyte).value.xreplace({**ren, **states})
     known = {t, *ps, *cs, *(x for syms in dose_syms.values() for x in syms)}
-    unknown = out.free_symbols - known
-    if unknown:
-        raise ValueError(f"the closed form of {analyte} uses {sorted(map(str, unknown))}, which "
-                         "the fit cannot supply (declare covariates in the spec)")
+    check_supplied(f"the closed form of {analyte}", out, known)
     grads = tuple(sp.diff(out, p) for p in ps)
     return ClosedFormExpressions(out, grads, len(ps), len(covariates), n_doses)
 
@@ -143,14 +140,6 @@ class _Hoister:
         return e.func(*[self(a) for a in e.args], evaluate=False)
 
 
-@numba.njit(inline="always", cache=True)
-def _softplus_sigmoid(x: float) -> tuple[float, float]:
-    """``softplus(x)`` and ``sigmoid(x)`` from one ``exp(-|x|)``."""
-    e = math.exp(-abs(x))
-    sig = 1.0 / (1.0 + e) if x >= 0 else e / (1.0 + e)
-    return max(x, 0.0) + math.log1p(e), sig
-
-
 def _pair_gates(exprs: Sequence[sp.Expr]
                 ) -> tuple[list[sp.Expr], list[tuple[sp.Expr, str, str]]]:
     """Name ``softplus(x)`` and ``sigmoid(x)`` of a shared ``x`` as symbols.
@@ -169,7 +158,7 @@ def _pair_gates(exprs: Sequence[sp.Expr]
     return [e.xreplace(sub) for e in exprs], named
 
 
-def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
+def kernel_source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
     """Generated kernel source: predictions + Jacobian, or (``loglik``) the fused likelihood.
 
     The likelihood variant calls ``_lik(pred, value, log_value, cens, s1, s2)`` per record
@@ -193,7 +182,7 @@ def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
            f"    hs = np.empty((n_s, {max(n_h, 1)}))",
            "    for i in range(n_s):"]
     src += [f"        {x}" for x in loads]
-    _code(src, [e for _, e in hoist.defs], [f"hs[i, {k}]" for k in range(n_h)], "=", "s",
+    emit(src, [e for _, e in hoist.defs], [f"hs[i, {k}]" for k in range(n_h)], "=", "s",
           " " * 8)
     if loglik:
         src += ["    gtheta[:, :] = 0.0",
@@ -208,14 +197,14 @@ def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
     src += [f"        u{d} = tau[k, {d}]" for d in range(ex.n_doses)]
     src += [f"        v{d} = given[k, {d}]" for d in range(ex.n_doses)]
     record, gates = _pair_gates(record)
-    _code(src, [x for x, _, _ in gates], [f"_x{k}" for k in range(len(gates))], "=", "q",
+    emit(src, [x for x, _, _ in gates], [f"_x{k}" for k in range(len(gates))], "=", "q",
           " " * 8)
     src += [f"        {f}, {g} = _softplus_sigmoid(_x{k})" for k, (_, f, g) in enumerate(gates)]
     if not loglik:
         targets = ["out[k]"] + [f"jac[k, {j}]" for j in range(ex.n_params)]
-        _code(src, record, targets, "=", "r", " " * 8)
+        emit(src, record, targets, "=", "r", " " * 8)
         return "\n".join(src)
-    _code(src, record, ["pred"] + [f"_j{j}" for j in range(ex.n_params)], "=", "r", " " * 8)
+    emit(src, record, ["pred"] + [f"_j{j}" for j in range(ex.n_params)], "=", "r", " " * 8)
     src += ["        l, dp, d1, d2 = _lik(pred, value[k], log_value[k], cens[k], s1, s2)",
             "        ll += l",
             "        g1 += d1",
@@ -225,22 +214,6 @@ def _source(ex: ClosedFormExpressions, loglik: bool = False) -> str:
             "    gsig[1] = g2",
             "    return ll"]
     return "\n".join(src)
-
-
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-
-
-@functools.lru_cache(maxsize=64)
-def _compile(src: str, lik: Any = None) -> Any:
-    # the source is generated above from whitelisted sympy trees over renamed symbols; the
-    # data are arguments, so models of the same spec share one compiled kernel (numba
-    # compiles it once, on the first call)
-    glb = {"math": math, "np": np, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus,
-           "_softplus_sigmoid": _softplus_sigmoid, "_lik": lik}
-    loc: dict[str, Any] = {}
-    exec(compile(src, "<ckmodel generated closed-form kernel>", "exec"), glb, loc)  # noqa: S102
-    # value-safe fast-math only: reassociation and contraction, never "no NaN / no inf"
-    return numba.njit(fastmath=_FASTMATH)(loc["kernel"])
 
 
 class ClosedFormKernel:
@@ -282,15 +255,12 @@ class ClosedFormKernel:
         self.amt = np.ascontiguousarray(np.where(np.isfinite(amt), amt, 1.0))
         self.cov = np.ascontiguousarray(np.asarray(cov, dtype=float).reshape(amt.shape[0], -1))
         self.exprs = closed_form_expressions(spec, analyte, covariates, amt.shape[1])
-        self.source = _source(self.exprs)
-        self._kernel = _compile(self.source)
-        h = hashlib.sha256()
-        h.update(spec.hash().encode())
-        h.update(analyte.encode())
-        h.update(self.source.encode())  # what numba compiles (the key names its disk cache)
-        for arr in (self.sidx, self.time, self.given, self.tau, self.amt, self.cov):
-            h.update(arr.tobytes())
-        self.key = h.hexdigest()
+        self.source = kernel_source(self.exprs)
+        # models of the same spec share one compiled kernel (the data are arguments)
+        self._kernel = compile_source(self.source, "kernel")
+        # the source is what numba compiles (the key names its disk cache)
+        self.key = digest(spec.hash(), analyte, self.source, self.sidx, self.time, self.given,
+                          self.tau, self.amt, self.cov)
 
     @property
     def n_params(self) -> int:

@@ -18,16 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ckmodel import _arviz  # noqa: F401  (ArviZ's import warning silenced before PyMC loads)
+
+# isort: split
 import pymc as pm
 import pytensor.tensor as pt
 
 from ckmodel.errors import ModelSpecError
 from ckmodel.population.closed_kernel import ClosedFormOp
-from ckmodel.population.closed_loglik import FUSED_ERRORS, ClosedFormLogLik, closed_loglik
+from ckmodel.population.closed_loglik import ClosedFormLogLik, closed_loglik
 from ckmodel.population.covariates import CovariateEffect, covariate_design, parse_covariates
-from ckmodel.population.likelihood import pointwise_loglik
 from ckmodel.population.predict import closed_kernels, predict_outputs, uses_ode
 from ckmodel.population.prepare import PopulationData
+from ckmodel.population.residual import (
+    FUSED_ERRORS,
+    RESIDUAL_MODELS,
+    TINY,
+    pointwise_loglik,
+    sample_residual,
+)
 from ckmodel.spec.model import ERROR_MODELS, ModelSpec
 
 __all__ = ["PopulationOptions", "build_model", "obs_dim", "transformed_name"]
@@ -84,17 +94,8 @@ def _inverse(x: Any, scale: str) -> Any:
 def _random_factory(error: str, nu: float) -> Any:
     def random(pred: Any, sigma: Any, *rest: Any, rng: Any = None, size: Any = None) -> Any:
         rng = rng if rng is not None else np.random.default_rng()
-        pred = np.asarray(pred)
-        z = rng.standard_normal(size if size is not None else pred.shape)
-        if error == "log_normal":
-            return pred * np.exp(sigma * z)
-        if error == "student_t":
-            return pred * np.exp(sigma * rng.standard_t(nu, z.shape))
-        if error == "proportional":
-            return pred * (1 + sigma * z)
-        if error == "additive":
-            return pred + sigma * z
-        return pred + np.sqrt(sigma**2 + (rest[0] * pred) ** 2) * z
+        return sample_residual(error, pred, sigma, rng, sigma_prop=rest[0] if rest else None,
+                               nu=nu, size=size)
 
     return random
 
@@ -313,8 +314,8 @@ def build_model(
                     lik, theta, sigma, sig_args[1] if err == "combined" else None))
                 continue
             pred = ClosedFormOp(kernels[a])(theta)[0] if fuse else preds[a]
-            if err in ("log_normal", "student_t", "proportional"):
-                pred = pt.maximum(pred, 1e-300)
+            if RESIDUAL_MODELS[err].positive:
+                pred = pt.maximum(pred, TINY)
             if ode_potentials:
                 pm.Potential(f"loglik_{a}", pointwise_loglik(
                     err, pred, value, blq, sigma, sigma_prop=sig_args[1] if err == "combined"

@@ -28,8 +28,8 @@ from pytensor.link.numba.dispatch import numba_funcify
 __all__ = ["CODE_VERSION", "register_cached"]
 
 # hand-written numba code around the generated functions (and the constants it uses)
-_SOURCES = ("ode_kernel.py", "ode_op.py", "ode_loglik.py", "closed_kernel.py",
-            "closed_loglik.py", "likelihood.py", "numba_cache.py")
+_SOURCES = ("codegen.py", "ode_kernel.py", "ode_op.py", "ode_loglik.py", "closed_kernel.py",
+            "closed_loglik.py", "residual.py", "numba_cache.py")
 
 
 def _code_version() -> int:

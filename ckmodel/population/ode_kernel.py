@@ -19,7 +19,6 @@ printing, so no text of a model file reaches the compiler.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,68 +26,18 @@ from typing import Any
 import numba
 import numpy as np
 import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
-from ckmodel.spec.expr import EXP_CLIP, sigmoid, softplus
+from ckmodel.population.codegen import (
+    FASTMATH,
+    check_supplied,
+    compile_source,
+    emit,
+    renamed_symbols,
+)
+from ckmodel.spec.expr import sigmoid
 from ckmodel.spec.model import ModelSpec
 
 __all__ = ["RK4Kernel", "kernel_for", "switched_odes"]
-
-
-# ----------------------------------------------------------------------------- scalar helpers
-@numba.njit(inline="always", cache=True)
-def _exp(x: float) -> float:
-    return math.exp(min(x, EXP_CLIP))
-
-
-@numba.njit(inline="always", cache=True)
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@numba.njit(inline="always", cache=True)
-def _softplus(x: float) -> float:
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-class _Printer(PythonCodePrinter):
-    """Python source for numba: ``math`` functions, clipped ``exp``, stable custom functions."""
-
-    def _print_exp(self, e: Any) -> str:
-        return f"_exp({self._print(e.args[0])})"
-
-    def _print_Function(self, e: Any) -> str:
-        if isinstance(e, sigmoid):
-            return f"_sigmoid({self._print(e.args[0])})"
-        if isinstance(e, softplus):
-            return f"_softplus({self._print(e.args[0])})"
-        return super()._print_Function(e)
-
-    def _print_Pow(self, e: Any, rational: bool = False) -> str:
-        base, ex = e.args
-        if ex == sp.Rational(1, 2):
-            return f"math.sqrt({self._print(base)})"
-        if ex == -1:
-            return f"(1.0/({self._print(base)}))"
-        if ex.is_Integer and 1 < abs(int(ex)) <= 4:  # products, not a pow() call
-            b = self._print(base)
-            prod = "(" + "*".join([f"({b})"] * abs(int(ex))) + ")"
-            return prod if int(ex) > 0 else f"(1.0/{prod})"
-        return f"(({self._print(base)})**({self._print(ex)}))"
-
-
-def _code(lines: list[str], exprs: Sequence[sp.Expr], targets: Sequence[str], op: str,
-          tag: str, indent: str = "    ") -> None:
-    """Append ``target op expr`` lines, common sub-expressions first (named ``_<tag>0``...)."""
-    printer = _Printer({"fully_qualified_modules": False, "standard": "python3"})
-    subs, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols(f"_{tag}"), optimizations=None)
-    for s, e in subs:
-        lines.append(f"{indent}{s} = {printer.doprint(e)}")
-    for tgt, e in zip(targets, reduced, strict=True):
-        lines.append(f"{indent}{tgt} {op} {printer.doprint(e)}")
 
 
 def switched_odes(spec: ModelSpec) -> tuple[dict[str, sp.Expr], list[str]]:
@@ -121,30 +70,20 @@ class _Source:
 
 def _generate(spec: ModelSpec, inputs: tuple[str, ...]) -> _Source:
     odes, onset_names = switched_odes(spec)
-    states = [sp.Symbol(s, real=True) for s in spec.state_names]
-    params = [sp.Symbol(p, real=True) for p in spec.param_names]
-    covs = [sp.Symbol(c, real=True) for c in (*inputs, *onset_names)]
-    t = sp.Symbol("t", real=True)
-    ren: dict[sp.Symbol, sp.Expr] = {t: sp.Symbol("t", real=True)}
-    ren.update({s: sp.Symbol(f"y{i}", real=True) for i, s in enumerate(states)})
-    ren.update({p: sp.Symbol(f"p{i}", real=True) for i, p in enumerate(params)})
-    ren.update({c: sp.Symbol(f"c{i}", real=True) for i, c in enumerate(covs)})
-    ren.update({sp.Symbol(k, real=True): sp.Float(v) for k, v in spec.constants.items()})
+    covs = (*inputs, *onset_names)
+    ren = renamed_symbols(spec, covs)
     f = [odes[s].xreplace(ren) for s in spec.state_names]
     known = set(ren.values())
     for s, e in zip(spec.state_names, f, strict=True):
-        unknown = {x for x in e.free_symbols if x not in known}
-        if unknown:
-            raise ValueError(f"ODE of {s} uses {sorted(map(str, unknown))}, which the fit "
-                             "cannot supply (declare covariates in the spec)")
-    ys = [ren[s] for s in states]
-    ps = [ren[p] for p in params]
+        check_supplied(f"ODE of {s}", e, known)
+    ys = [ren[sp.Symbol(s, real=True)] for s in spec.state_names]
+    ps = [ren[sp.Symbol(p, real=True)] for p in spec.param_names]
     # right-hand side
     rhs = ["def rhs(t, y, p, c, out):"]
     rhs += [f"    y{i} = y[{i}]" for i in range(len(ys))]
     rhs += [f"    p{i} = p[{i}]" for i in range(len(ps))]
     rhs += [f"    c{i} = c[{i}]" for i in range(len(covs))]
-    _code(rhs, f, [f"out[{i}]" for i in range(len(f))], "=", "r")
+    emit(rhs, f, [f"out[{i}]" for i in range(len(f))], "=", "r")
     # vector-Jacobian product: gy[j] += sum_i v_i df_i/dy_j ; gp[k] += sum_i v_i df_i/dp_k
     v = [sp.Symbol(f"v{i}", real=True) for i in range(len(f))]
     jy = [sum((v[i] * sp.diff(f[i], y) for i in range(len(f))), sp.Integer(0)) for y in ys]
@@ -163,27 +102,14 @@ def _generate(spec: ModelSpec, inputs: tuple[str, ...]) -> _Source:
         if e != 0:
             exprs.append(e)
             targets.append(f"gp[{k}]")
-    _code(vjp, exprs, targets, "+=", "j")
+    emit(vjp, exprs, targets, "+=", "j")
     if not exprs:
         vjp.append("    pass")
     return _Source("\n".join(rhs), "\n".join(vjp))
 
 
-#: Value-safe fast-math flags (reassociation, fused multiply-add, reciprocal instead of division,
-#: signless zeros); never "no NaN / no inf", so overflow and NaN still propagate and are seen.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-
-
-def _compile(src: str, name: str) -> Any:
-    # the source is generated above from whitelisted sympy trees over renamed symbols
-    glb = {"math": math, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus}
-    loc: dict[str, Any] = {}
-    exec(compile(src, f"<ckmodel generated {name}>", "exec"), glb, loc)  # noqa: S102
-    return numba.njit(inline="always", fastmath=_FASTMATH)(loc[name])
-
-
 def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
-    @numba.njit(fastmath=_FASTMATH)
+    @numba.njit(fastmath=FASTMATH)
     def stages(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
                k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
                tmp: np.ndarray) -> None:
@@ -198,7 +124,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
             tmp[i] = y[i] + h * k3[i]
         rhs(t + h, tmp, p, c, k4)
 
-    @numba.njit(fastmath=_FASTMATH)
+    @numba.njit(fastmath=FASTMATH)
     def step(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
              k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
              tmp: np.ndarray) -> None:
@@ -206,7 +132,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
         for i in range(n):
             y[i] = y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
 
-    @numba.njit(fastmath=_FASTMATH)
+    @numba.njit(fastmath=FASTMATH)
     def forward(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
                 save: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = y0.shape[0]
@@ -241,7 +167,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any]:
                     out[s, k, i] = traj[s, save[k], i]
         return out, traj
 
-    @numba.njit(fastmath=_FASTMATH)
+    @numba.njit(fastmath=FASTMATH)
     def backward(traj: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
                  save: np.ndarray, gout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = traj.shape[0]
@@ -350,8 +276,8 @@ class RK4Kernel:
         self.onsets = [f"__onset_{sw.name}" for sw in spec.switches]
         src = _generate(spec, inputs)
         self.source = src
-        self.rhs = _compile(src.rhs, "rhs")
-        self.vjp = _compile(src.vjp, "vjp")
+        self.rhs = compile_source(src.rhs, "rhs", inline=True)
+        self.vjp = compile_source(src.vjp, "vjp", inline=True)
         self.forward, self.backward = _make_kernels(
             self.rhs, self.vjp, len(spec.state_names), len(spec.param_names))
 

@@ -9,8 +9,9 @@ back to the saved states: about a quarter of nutpie's gradient time on a 30-subj
 1. solves the ODEs of all subjects (:meth:`RK4Kernel.forward`),
 2. runs a generated loop over the records of every analyte that evaluates the output
    expression and its derivatives in the states and parameters (sympy, shared
-   sub-expressions once), calls the analyte's residual-error model (the same functions as the
-   fused closed-form likelihood, :mod:`ckmodel.population.closed_loglik`) and accumulates the
+   sub-expressions once), calls the analyte's residual-error model (the numba scalars of
+   :data:`ckmodel.population.residual.RESIDUAL_MODELS`, as the fused closed-form likelihood
+   does) and accumulates the
    log-likelihood, ``dl/dstates`` at the saved grid points, ``dl/dparams`` through the output
    expressions and ``dl/dsigma``,
 3. runs the discrete adjoint once with ``dl/dstates`` (:meth:`RK4Kernel.backward`),
@@ -18,14 +19,13 @@ back to the saved states: about a quarter of nutpie's gradient time on a 30-subj
 and returns the summed log-likelihood with its gradients in the initial states, the
 parameters and the residual SDs. :class:`ODELogLikOp` wraps it for PyTensor (numba for nutpie,
 ``perform`` for PyMC's C backend); the JAX samplers keep the pointwise graph, which lowers to
-JAX. The pointwise likelihood of :mod:`ckmodel.population.likelihood` on the states of
-:class:`~ckmodel.population.ode_op.ODESolveOp` stays the reference the tests compare with.
+JAX. The pointwise likelihood (:func:`ckmodel.population.residual.pointwise_loglik`) on the
+states of :class:`~ckmodel.population.ode_op.ODESolveOp` stays the reference the tests compare
+with.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,26 +33,18 @@ import numba
 import numpy as np
 import pytensor.tensor as pt
 import sympy as sp
-from pytensor.gradient import DisconnectedType
-from pytensor.graph.basic import Apply
-from pytensor.graph.op import Op
 
-from ckmodel.population.closed_loglik import (
-    _LIKELIHOODS,
-    CENSORED,
-    FUSED_ERRORS,
-    QUANTIFIED,
-    SKIPPED,
+from ckmodel.population.closed_loglik import FusedLogLikOp
+from ckmodel.population.codegen import (
+    check_supplied,
+    compile_source,
+    digest,
+    emit,
+    renamed_symbols,
 )
 from ckmodel.population.numba_cache import register_cached
-from ckmodel.population.ode_kernel import (
-    _FASTMATH,
-    RK4Kernel,
-    _code,
-    _exp,
-    _sigmoid,
-    _softplus,
-)
+from ckmodel.population.ode_kernel import RK4Kernel
+from ckmodel.population.residual import RESIDUAL_MODELS, check_blq_method, fused_records
 from ckmodel.spec.model import ModelSpec
 
 __all__ = ["ODELogLik", "ODELogLikOp", "ode_loglik"]
@@ -65,14 +57,7 @@ def _record_source(spec: ModelSpec, inputs: Sequence[str], analytes: Sequence[st
     Records of analyte ``a`` are ``bounds[a][0] <= r < bounds[a][1]``; record ``r`` belongs to
     subject ``rs[r]`` and saved grid point ``rk[r]`` and is at time ``rt[r]`` since the dose.
     """
-    ren: dict[sp.Symbol, sp.Expr] = {sp.Symbol("t", real=True): sp.Symbol("t", real=True)}
-    ren.update({sp.Symbol(s, real=True): sp.Symbol(f"y{i}", real=True)
-                for i, s in enumerate(spec.state_names)})
-    ren.update({sp.Symbol(p, real=True): sp.Symbol(f"p{j}", real=True)
-                for j, p in enumerate(spec.param_names)})
-    ren.update({sp.Symbol(c, real=True): sp.Symbol(f"c{j}", real=True)
-                for j, c in enumerate(inputs)})
-    ren.update({sp.Symbol(k, real=True): sp.Float(v) for k, v in spec.constants.items()})
+    ren = renamed_symbols(spec, inputs)
     known = set(ren.values())
     ys = [sp.Symbol(f"y{i}", real=True) for i in range(len(spec.state_names))]
     ps = [sp.Symbol(f"p{j}", real=True) for j in range(len(spec.param_names))]
@@ -81,10 +66,7 @@ def _record_source(spec: ModelSpec, inputs: Sequence[str], analytes: Sequence[st
            "    ll = 0.0"]
     for a_i, (a, (lo, hi)) in enumerate(zip(analytes, bounds, strict=True)):
         e = spec.output(a).value.xreplace(ren)
-        unknown = {x for x in e.free_symbols if x not in known}
-        if unknown:
-            raise ValueError(f"output {a} uses {sorted(map(str, unknown))}, which the fit "
-                             "cannot supply (declare covariates in the spec)")
+        check_supplied(f"output {a}", e, known)
         dy = [(i, sp.diff(e, y)) for i, y in enumerate(ys)]
         dp = [(j, sp.diff(e, p)) for j, p in enumerate(ps)]
         dy = [(i, d) for i, d in dy if d != 0]
@@ -101,7 +83,7 @@ def _record_source(spec: ModelSpec, inputs: Sequence[str], analytes: Sequence[st
         src += [f"        c{j} = cov[s, {j}]" for j in range(len(inputs))
                 if sp.Symbol(f"c{j}", real=True) in used]
         targets = ["pred"] + [f"_dy{i}" for i, _ in dy] + [f"_dp{j}" for j, _ in dp]
-        _code(src, [e, *(d for _, d in dy), *(d for _, d in dp)], targets, "=", f"o{a_i}_",
+        emit(src, [e, *(d for _, d in dy), *(d for _, d in dp)], targets, "=", f"o{a_i}_",
               " " * 8)
         src += [f"        lv, dl, d1, d2 = _lik{a_i}(pred, value[r], log_value[r], cens[r], "
                 "s1, s2)",
@@ -113,15 +95,6 @@ def _record_source(spec: ModelSpec, inputs: Sequence[str], analytes: Sequence[st
         src += [f"    gsig[{a_i}, 0] = g1", f"    gsig[{a_i}, 1] = g2"]
     src.append("    return ll")
     return "\n".join(src)
-
-
-def _compile_records(src: str, liks: Sequence[Any]) -> Any:
-    # the source is generated above from whitelisted sympy trees over renamed symbols
-    glb = {"math": math, "_exp": _exp, "_sigmoid": _sigmoid, "_softplus": _softplus}
-    glb.update({f"_lik{a}": f for a, f in enumerate(liks)})
-    loc: dict[str, Any] = {}
-    exec(compile(src, "<ckmodel generated ODE record loop>", "exec"), glb, loc)  # noqa: S102
-    return numba.njit(fastmath=_FASTMATH)(loc["records"])
 
 
 class ODELogLik:
@@ -150,54 +123,39 @@ class ODELogLik:
     def __init__(self, kernel: RK4Kernel, grid: np.ndarray, save: np.ndarray, cov: np.ndarray,
                  analytes: Sequence[str], errors: Mapping[str, str],
                  records: Mapping[str, tuple[np.ndarray, ...]], blq_method: str = "M3") -> None:
-        if blq_method not in ("M3", "M1"):
-            raise ValueError(f"blq_method must be 'M3' or 'M1', got {blq_method!r}")
-        for a in analytes:
-            if errors[a] not in FUSED_ERRORS:
-                raise ValueError(f"no fused likelihood for error model {errors[a]!r} of {a} "
-                                 f"(fused: {', '.join(FUSED_ERRORS)})")
+        check_blq_method(blq_method)
         self.kernel = kernel
         self.analytes = tuple(analytes)
         self.grid = np.ascontiguousarray(grid, dtype=float)
         self.save = np.ascontiguousarray(save, dtype=np.int64)
         self.cov = np.ascontiguousarray(cov, dtype=float)
-        cols: list[list[np.ndarray]] = [[], [], [], [], []]
+        cols: list[list[np.ndarray]] = [[], [], [], [], [], []]
         bounds = []
         n = 0
         for a in self.analytes:
-            rec = records[a]
-            for c, x in zip(cols, rec, strict=True):
+            rs, rk, rt, value, blq = records[a]
+            for c, x in zip(cols, (rs, rk, rt, *fused_records(a, errors[a], value, blq,
+                                                               blq_method)), strict=True):
                 c.append(np.asarray(x))
-            bounds.append((n, n + len(rec[0])))
-            n += len(rec[0])
+            bounds.append((n, n + len(rs)))
+            n += len(rs)
         self.rs = np.ascontiguousarray(np.concatenate(cols[0]), dtype=np.int64)
         self.rk = np.ascontiguousarray(np.concatenate(cols[1]), dtype=np.int64)
         self.rt = np.ascontiguousarray(np.concatenate(cols[2]), dtype=float)
-        self.value = np.ascontiguousarray(np.concatenate(cols[3]), dtype=float)
-        blq = np.concatenate(cols[4]).astype(bool)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.log_value = np.ascontiguousarray(np.log(self.value))
-        self.cens = np.where(blq, CENSORED if blq_method == "M3" else SKIPPED,
-                             QUANTIFIED).astype(np.int64)
-        for a, (lo, hi) in zip(self.analytes, bounds, strict=True):
-            use = self.cens[lo:hi] != SKIPPED
-            if errors[a] == "log_normal" and not np.isfinite(self.log_value[lo:hi][use]).all():
-                raise ValueError(f"{a}: log-normal error needs positive values (and a positive "
-                                 "LLOQ on BLQ records)")
+        self.value = np.ascontiguousarray(np.concatenate(cols[3]))
+        self.log_value = np.ascontiguousarray(np.concatenate(cols[4]))
+        self.cens = np.ascontiguousarray(np.concatenate(cols[5]))
         self.bounds = tuple(bounds)
         self.source = _record_source(kernel.spec, kernel.inputs, self.analytes, self.bounds)
-        self._records = _compile_records(self.source,
-                                         [_LIKELIHOODS[errors[a]] for a in self.analytes])
+        liks = tuple((f"_lik{i}", RESIDUAL_MODELS[errors[a]].numba)
+                     for i, a in enumerate(self.analytes))
+        self._records = compile_source(self.source, "records", liks)
         self._function = self._build()
-        h = hashlib.sha256()
-        h.update(kernel.spec.hash().encode())
-        h.update((kernel.source.rhs + kernel.source.vjp + self.source).encode())
-        h.update(repr((kernel.inputs, self.analytes, [errors[a] for a in self.analytes],
-                       self.bounds)).encode())
-        for arr in (self.grid, self.save, self.cov, self.rs, self.rk, self.rt, self.value,
-                    self.cens):
-            h.update(arr.tobytes())
-        self.key = h.hexdigest()
+        self.key = digest(kernel.spec.hash(), kernel.source.rhs + kernel.source.vjp + self.source,
+                          repr((kernel.inputs, self.analytes, [errors[a] for a in self.analytes],
+                                self.bounds)),
+                          self.grid, self.save, self.cov, self.rs, self.rk, self.rt, self.value,
+                          self.cens)
 
     @property
     def n_analytes(self) -> int:
@@ -251,43 +209,15 @@ class ODELogLik:
         return self._function
 
 
-class ODELogLikOp(Op):
+class ODELogLikOp(FusedLogLikOp):
     """Summed log-likelihood ``(1,)`` of an ODE model's analytes; gradients as extra outputs.
 
     Inputs: states right after the dose ``y0`` ``(subjects, states)``, natural-scale
-    individual parameters ``(subjects, parameters)`` and residual SDs ``(analytes, 2)``. The
-    gradient outputs themselves have no gradient (no second derivatives).
+    individual parameters ``(subjects, parameters)`` and residual SDs ``(analytes, 2)``.
     """
 
-    __props__ = ("key",)
 
-    def __init__(self, loglik: ODELogLik) -> None:
-        self.loglik = loglik
-        self.key = loglik.key
-
-    def make_node(self, y0: Any, params: Any, sigma: Any) -> Apply:  # noqa: D102
-        y0 = pt.as_tensor_variable(y0, dtype="float64")
-        params = pt.as_tensor_variable(params, dtype="float64")
-        sigma = pt.as_tensor_variable(sigma, dtype="float64")
-        outs = [pt.vector(dtype="float64", shape=(1,)), y0.type(), params.type(), sigma.type()]
-        return Apply(self, [y0, params, sigma], outs)
-
-    def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
-        ll, gy0, gp, gs = self.loglik(*inputs)
-        outputs[0][0] = np.array([ll])
-        outputs[1][0] = gy0
-        outputs[2][0] = gp
-        outputs[3][0] = gs
-
-    def L_op(self, inputs: list[Any], outputs: list[Any], g: list[Any]) -> list[Any]:  # noqa: D102
-        if not all(isinstance(x.type, DisconnectedType) for x in g[1:]):
-            raise NotImplementedError("the gradient outputs of ODELogLikOp have no gradient")
-        return [g[0][0] * outputs[1], g[0][0] * outputs[2], g[0][0] * outputs[3]]
-
-
-@register_cached(ODELogLikOp)
-def _numba_ode_loglik(op: ODELogLikOp, node: Any = None, **kwargs: Any) -> Any:
-    return op.loglik.numba_function()
+register_cached(ODELogLikOp)(FusedLogLikOp.numba_funcify)
 
 
 def ode_loglik(spec: ModelSpec, pdata: Any, theta: Any, sigmas: Mapping[str, Any],

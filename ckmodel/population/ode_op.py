@@ -13,7 +13,6 @@ is :class:`ODEVJPOp`, the discrete adjoint. Both run the numba kernels of
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numba
@@ -23,6 +22,7 @@ from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from ckmodel.population.codegen import digest
 from ckmodel.population.numba_cache import register_cached
 from ckmodel.population.ode_kernel import RK4Kernel, switched_odes
 
@@ -38,13 +38,9 @@ class _KernelOp(Op):
         self.save = np.ascontiguousarray(save, dtype=np.int64)
         if self.save.size and (np.any(np.diff(self.save) < 0) or self.save[-1] >= self.grid.size):
             raise ValueError("save indices must be sorted grid indices")
-        h = hashlib.sha256()
-        h.update(kernel.spec.hash().encode())
-        h.update(repr(kernel.inputs).encode())
-        h.update((kernel.source.rhs + kernel.source.vjp).encode())  # what numba compiles
-        h.update(self.grid.tobytes())
-        h.update(self.save.tobytes())
-        self.key = h.hexdigest()
+        self.key = digest(kernel.spec.hash(), repr(kernel.inputs),
+                          kernel.source.rhs + kernel.source.vjp,  # what numba compiles
+                          self.grid, self.save)
 
     @property
     def n_states(self) -> int:

@@ -13,18 +13,17 @@ from scipy import special, stats
 
 from ckmodel.population import prepare
 from ckmodel.population.closed_kernel import ClosedFormOp
-from ckmodel.population.closed_loglik import (
+from ckmodel.population.closed_loglik import ClosedFormLogLik, closed_loglik
+from ckmodel.population.model import PopulationOptions, build_model
+from ckmodel.population.predict import closed_kernels
+from ckmodel.population.residual import (
     CENSORED,
     FUSED_ERRORS,
     QUANTIFIED,
-    ClosedFormLogLik,
-    _lik_log_normal,
-    _log_ndtr,
-    closed_loglik,
+    RESIDUAL_MODELS,
+    pointwise_loglik,
+    scalar_log_ndtr,
 )
-from ckmodel.population.likelihood import pointwise_loglik
-from ckmodel.population.model import PopulationOptions, build_model
-from ckmodel.population.predict import closed_kernels
 from ckmodel.spec import load_model
 from ckmodel.testing import simulate_ckdata
 
@@ -116,7 +115,7 @@ def test_log_ndtr_and_derivative_match_scipy():
     """Value to 1e-6 relative (the truncated tail series, as in the PyTensor version) and the
     derivative against the inverse Mills ratio phi/Phi (1e-5; exact on the erfc branches)."""
     z = np.concatenate([np.linspace(-60, -20.5, 100), np.linspace(-19.5, 8, 300)])
-    got = np.array([_log_ndtr(v) for v in z])
+    got = np.array([scalar_log_ndtr(v) for v in z])
     np.testing.assert_allclose(got[:, 0], special.log_ndtr(z), rtol=1e-6, atol=1e-12)
     mills = np.exp(stats.norm.logpdf(z) - special.log_ndtr(z))
     np.testing.assert_allclose(got[:, 1], mills, rtol=1e-5)
@@ -127,8 +126,9 @@ def test_log_ndtr_and_derivative_match_scipy():
 def test_prediction_floor_has_no_gradient():
     """A prediction under 1e-300 is floored as in the pointwise graph (pt.maximum): finite
     log density, zero derivative in the prediction."""
+    lik = RESIDUAL_MODELS["log_normal"].numba
     for cens in (QUANTIFIED, CENSORED):
-        lv, dp, ds, _ = _lik_log_normal(1e-320, 10.0, np.log(10.0), cens, 0.5, 0.0)
+        lv, dp, ds, _ = lik(1e-320, 10.0, np.log(10.0), cens, 0.5, 0.0)
         assert np.isfinite(lv) and np.isfinite(ds) and dp == 0.0
 
 
