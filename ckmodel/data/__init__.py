@@ -6,6 +6,7 @@ the rules in :mod:`ckmodel.data.checks` and :mod:`ckmodel.data.outcome_checks`.
 
 from __future__ import annotations
 
+from ckmodel.data._outcomes_read import read_outcomes
 from ckmodel.data.ckdata import CKData
 from ckmodel.data.read import check_ck, read_ck
 from ckmodel.data.schema import (
@@ -36,6 +37,7 @@ from ckmodel.data.schema import (
 
 __all__ = [
     "read_ck",
+    "read_outcomes",
     "check_ck",
     "CKData",
     "Analyte",

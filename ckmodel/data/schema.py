@@ -44,6 +44,7 @@ __all__ = [
     "HSCT_TIME", "ROLE_COLUMNS", "REQUIRED_COLUMNS", "NUMERIC_COLUMNS", "TEXT_COLUMNS",
     "UNSUPPORTED_COLUMNS", "DLT", "CRS_GRADE", "ICANS_GRADE", "BOR", "MRD_NEG", "EFS_TIME",
     "EFS_EVENT", "OS_TIME", "OS_EVENT", "DOR_TIME", "DOR_EVENT", "ADA", "ADA_TIME",
+    "MRD_DUR_TIME", "MRD_DUR_EVENT", "DOR_START", "MRD_DUR_START",
     "OUTCOME_COLUMNS", "GRADE_COLUMNS", "FLAG_COLUMNS", "OUTCOME_TIME_COLUMNS",
     "EVENT_TIME_PAIRS", "BOR_CATEGORIES", "Analyte", "DEFAULT_ANALYTES", "CDISC_COLUMN_MAP",
     "COLUMN_MAP_PRESETS", "MISSING_TOKENS", "TIME_UNITS", "DAYS_PER_UNIT", "time_factor",
@@ -128,13 +129,22 @@ EFS_TIME, EFS_EVENT = "EFS_TIME", "EFS_EVENT"  #: event-free survival time and e
 OS_TIME, OS_EVENT = "OS_TIME", "OS_EVENT"  #: overall survival time and event flag
 DOR_TIME, DOR_EVENT = "DOR_TIME", "DOR_EVENT"  #: duration of response and event flag
 ADA, ADA_TIME = "ADA", "ADA_TIME"  #: anti-drug antibodies 0/1 and onset time
+#: MRD-negative duration: time from first MRD negativity to MRD/morphologic relapse or death,
+#: and its event flag (like DOR_TIME/DOR_EVENT, measured from the start of the duration)
+MRD_DUR_TIME, MRD_DUR_EVENT = "MRD_DUR_TIME", "MRD_DUR_EVENT"
+#: optional: time since infusion at which DOR / MRD-negative duration starts (first response,
+#: first MRD negativity); places HSCT_TIME on the duration's clock for censoring at HSCT
+DOR_START, MRD_DUR_START = "DOR_START", "MRD_DUR_START"
 
 OUTCOME_COLUMNS = (ID, DLT, CRS_GRADE, ICANS_GRADE, BOR, MRD_NEG, EFS_TIME, EFS_EVENT, OS_TIME,
-                   OS_EVENT, DOR_TIME, DOR_EVENT, HSCT_TIME, ADA, ADA_TIME)
+                   OS_EVENT, DOR_TIME, DOR_EVENT, HSCT_TIME, ADA, ADA_TIME, MRD_DUR_TIME,
+                   MRD_DUR_EVENT, DOR_START, MRD_DUR_START)
 GRADE_COLUMNS = (CRS_GRADE, ICANS_GRADE)
-FLAG_COLUMNS = (DLT, MRD_NEG, EFS_EVENT, OS_EVENT, DOR_EVENT, ADA)
-OUTCOME_TIME_COLUMNS = (EFS_TIME, OS_TIME, DOR_TIME, HSCT_TIME, ADA_TIME)
-EVENT_TIME_PAIRS = ((EFS_TIME, EFS_EVENT), (OS_TIME, OS_EVENT), (DOR_TIME, DOR_EVENT))
+FLAG_COLUMNS = (DLT, MRD_NEG, EFS_EVENT, OS_EVENT, DOR_EVENT, ADA, MRD_DUR_EVENT)
+OUTCOME_TIME_COLUMNS = (EFS_TIME, OS_TIME, DOR_TIME, HSCT_TIME, ADA_TIME, MRD_DUR_TIME,
+                        DOR_START, MRD_DUR_START)
+EVENT_TIME_PAIRS = ((EFS_TIME, EFS_EVENT), (OS_TIME, OS_EVENT), (DOR_TIME, DOR_EVENT),
+                    (MRD_DUR_TIME, MRD_DUR_EVENT))
 BOR_CATEGORIES = ("CR", "CRh", "CRi", "MLFS", "PR", "SD", "PD", "NR")
 
 
