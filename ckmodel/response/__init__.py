@@ -1,0 +1,36 @@
+"""Exposure-response and the trial's endpoint summaries (issue 15).
+
+The estimators (:func:`clopper_pearson`, :func:`kaplan_meier`, :func:`km_median`, :func:`km_at`)
+are NumPy/SciPy kernels that follow R's conventions (``binom.test``, ``survival::survfit``);
+:func:`endpoint_table` is the protocol's endpoint summary built from them.
+"""
+
+from __future__ import annotations
+
+from ckmodel.response.endpoints import (
+    ENDPOINT_COLUMNS,
+    HSCT_RULES,
+    TIME_TO_EVENT,
+    TimeToEvent,
+    default_times,
+    endpoint_table,
+    km_by_group,
+    time_to_event,
+)
+from ckmodel.response.estimators import KM_COLUMNS, clopper_pearson, kaplan_meier, km_at, km_median
+
+__all__ = [
+    "ENDPOINT_COLUMNS",
+    "HSCT_RULES",
+    "KM_COLUMNS",
+    "TIME_TO_EVENT",
+    "TimeToEvent",
+    "clopper_pearson",
+    "default_times",
+    "endpoint_table",
+    "kaplan_meier",
+    "km_at",
+    "km_by_group",
+    "km_median",
+    "time_to_event",
+]
