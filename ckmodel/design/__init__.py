@@ -1,13 +1,25 @@
 """Dose-escalation designs and their operating characteristics.
 
-Rule-based designs for phase I dose finding (accelerated titration, 3+3) as immutable rule
-objects with a pure ``decide(history, n_levels)``; a trial runner that plugs in any DLT sampler
+Rule-based designs for phase I dose finding (accelerated titration, 3+3), the model-assisted
+BOIN and the model-based CRM, as immutable rule objects with a pure
+``decide(history, n_levels)``; the escalation meeting's decision on a trial file
+(:func:`next_dose`); reproducible simulation on one core or a Dask cluster
+(:func:`simulate_design`); a trial runner that plugs in any DLT sampler
 (e.g. DLTs derived from simulated CAR-T exposure); and operating characteristics by simulation,
 by exact enumeration, and in closed form for the 3+3.
 """
 
 from __future__ import annotations
 
+from ckmodel.design.batch import StopCode, TrialBatch
+from ckmodel.design.boin import (
+    BOIN,
+    BoinBoundaries,
+    boin_boundaries,
+    boin_boundary_table,
+    boin_select_mtd,
+    pava,
+)
 from ckmodel.design.characteristics import (
     OperatingCharacteristics,
     exact_operating_characteristics,
@@ -15,6 +27,8 @@ from ckmodel.design.characteristics import (
     three_plus_three_escalation_probability,
     three_plus_three_mtd_probabilities,
 )
+from ckmodel.design.crm import CRM, CrmPosterior, crm_posterior, crm_skeleton
+from ckmodel.design.meeting import DESIGNS, NextDose, design_from_name, next_dose, read_trial
 from ckmodel.design.records import (
     PHASE_3PLUS3,
     PHASE_ATD,
@@ -33,8 +47,29 @@ from ckmodel.design.runner import (
     bernoulli_sampler,
     run_escalation,
 )
+from ckmodel.design.simulation import DesignSimulation, simulate_design, true_mtd
 
 __all__ = [
+    "BOIN",
+    "CRM",
+    "DESIGNS",
+    "BoinBoundaries",
+    "CrmPosterior",
+    "DesignSimulation",
+    "NextDose",
+    "StopCode",
+    "TrialBatch",
+    "boin_boundaries",
+    "boin_boundary_table",
+    "boin_select_mtd",
+    "crm_posterior",
+    "crm_skeleton",
+    "design_from_name",
+    "next_dose",
+    "pava",
+    "read_trial",
+    "simulate_design",
+    "true_mtd",
     "PHASE_3PLUS3",
     "PHASE_ATD",
     "AcceleratedTitration",

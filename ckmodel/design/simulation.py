@@ -1,0 +1,259 @@
+"""Operating characteristics of any design by simulation, on one core or through Dask.
+
+Trials are simulated in chunks of fixed size. Chunk ``i`` draws its patients' uniform numbers
+from ``numpy.random.SeedSequence(seed).spawn(n_chunks)[i]``, so the chunking, and hence every
+simulated trial, depends only on ``seed``, ``n_trials`` and ``chunk_size``, never on how many
+workers run the chunks: one worker and a cluster give identical results. BOIN and the CRM run
+vectorised over the trials of a chunk; other rules (3+3, accelerated titration) walk their rule
+object trial by trial with a decision cache (:func:`~ckmodel.design.batch.simulate_rule_batch`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from ckmodel.design.batch import StopCode, TrialBatch, simulate_rule_batch
+from ckmodel.design.records import EscalationRule
+from ckmodel.design.runner import _check_max_patients, _check_probs
+
+__all__ = ["DesignSimulation", "simulate_design", "true_mtd"]
+
+DEFAULT_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class DesignSimulation:
+    """Simulated trials of one design under one true dose-toxicity curve.
+
+    Attributes
+    ----------
+    design : str
+        ``repr`` of the rule.
+    true_dlt_probs : numpy.ndarray
+        True DLT probability per level.
+    trials : TrialBatch
+        Per-trial patients and DLTs per level, selected level, cohorts, stop code.
+    seed : int or None
+        Seed of the simulation.
+    chunk_size : int
+        Trials per chunk (each chunk has its own spawned seed).
+    """
+
+    design: str
+    true_dlt_probs: np.ndarray
+    trials: TrialBatch
+    seed: int | None
+    chunk_size: int
+
+    @property
+    def n_trials(self) -> int:
+        """Number of simulated trials."""
+        return int(self.trials.mtd.size)
+
+    @property
+    def p_select(self) -> np.ndarray:
+        """P(select each level) (0-based levels)."""
+        k = self.true_dlt_probs.size
+        return np.bincount(self.trials.mtd[self.trials.mtd >= 0], minlength=k) / self.n_trials
+
+    @property
+    def p_none(self) -> float:
+        """P(no dose selected)."""
+        return float(np.mean(self.trials.mtd < 0))
+
+    def se(self, p: ArrayLike) -> np.ndarray:
+        """Monte-Carlo standard error of a probability estimated from these trials."""
+        p = np.asarray(p, dtype=float)
+        return np.sqrt(p * (1 - p) / self.n_trials)
+
+    def summary(self, target: float | None = None, *, cohort_interval: float = 28.0
+                ) -> dict[str, float]:
+        """Trial-level summaries.
+
+        Parameters
+        ----------
+        target : float, optional
+            Target DLT rate; with it, the true MTD (:func:`true_mtd`), ``P_CORRECT`` and
+            ``N_ABOVE_MTD`` (expected patients treated above the true MTD) are added.
+        cohort_interval : float
+            Days between cohorts (the DLT window); ``EXPECTED_DURATION`` is
+            ``cohorts x cohort_interval`` days.
+
+        Returns
+        -------
+        dict of str to float
+        """
+        t = self.trials
+        out = {
+            "P_NONE": self.p_none,
+            "EXPECTED_N": float(t.n.sum(1).mean()),
+            "EXPECTED_DLT": float(t.y.sum(1).mean()),
+            "EXPECTED_COHORTS": float(t.n_cohorts.mean()),
+            "EXPECTED_DURATION": float(t.n_cohorts.mean() * cohort_interval),
+            "P_STOP_TOXIC": float(np.mean(t.stop == StopCode.TOO_TOXIC)),
+        }
+        if target is not None:
+            mtd = true_mtd(self.true_dlt_probs, target)
+            out["TRUE_MTD"] = mtd + 1
+            out["P_CORRECT"] = float(self.p_select[mtd])
+            out["N_ABOVE_MTD"] = float(t.n[:, mtd + 1:].sum(1).mean())
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per dose level (1-based ``DOSE_LEVEL``) and a ``DOSE_LEVEL`` 0 row.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``DOSE_LEVEL, TRUE_P_DLT, P_SELECT, EXPECTED_N, EXPECTED_DLT``. Row 0 is "no dose
+            selected": its ``P_SELECT`` is P(no MTD); nobody is treated at it (0 patients, 0
+            DLTs) so the columns sum to the expected trial size and DLT count.
+        """
+        k = self.true_dlt_probs.size
+        return pd.DataFrame({
+            "DOSE_LEVEL": np.arange(0, k + 1),
+            "TRUE_P_DLT": np.concatenate(([np.nan], self.true_dlt_probs)),
+            "P_SELECT": np.concatenate(([self.p_none], self.p_select)),
+            "EXPECTED_N": np.concatenate(([0.0], self.trials.n.mean(0))),
+            "EXPECTED_DLT": np.concatenate(([0.0], self.trials.y.mean(0))),
+        })
+
+
+def true_mtd(true_dlt_probs: ArrayLike, target: float) -> int:
+    """The true MTD: the level whose true DLT probability is closest to the target.
+
+    Ties go to the lower level.
+
+    Parameters
+    ----------
+    true_dlt_probs : array_like of float
+        True DLT probability per level.
+    target : float
+        Target DLT rate.
+
+    Returns
+    -------
+    int
+        0-based level.
+
+    Examples
+    --------
+    >>> true_mtd([0.05, 0.1, 0.2, 0.35, 0.5], 0.3)
+    3
+    """
+    p = np.asarray(true_dlt_probs, dtype=float)
+    return int(np.argmin(np.abs(p - target)))
+
+
+def _simulate_chunk(rule: EscalationRule, probs: np.ndarray, n_trials: int, cap: int,
+                    seed: np.random.SeedSequence) -> TrialBatch:
+    """One chunk: its uniforms from its own seed, then the rule's batch simulator."""
+    uniforms = np.random.default_rng(seed).random((n_trials, cap))
+    batch = getattr(rule, "simulate_batch", None)
+    if callable(batch) and cap == rule.max_sample_size(probs.size):
+        return batch(probs, uniforms)
+    return simulate_rule_batch(rule, probs, uniforms, cap)
+
+
+def simulate_design(
+    rule: EscalationRule,
+    true_dlt_probs: ArrayLike,
+    n_trials: int,
+    *,
+    seed: int | None,
+    max_patients: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    processes: bool = True,
+) -> DesignSimulation:
+    """Simulate trials of a design, optionally on a Dask cluster, reproducibly.
+
+    Parameters
+    ----------
+    rule : EscalationRule
+        The design (``ThreePlusThree()``, ``BOIN(...)``, ``CRM(...)``, ...).
+    true_dlt_probs : array_like of float, shape (n_levels,)
+        True DLT probability per level.
+    n_trials : int
+        Number of trials.
+    seed : int or None
+        Root seed; chunk ``i`` uses ``SeedSequence(seed).spawn(n_chunks)[i]``.
+
+    Other Parameters
+    ----------------
+    max_patients : int, optional
+        Sample-size cap; default the rule's own (``max_n`` for BOIN and CRM, six per level for
+        the 3+3).
+    chunk_size : int
+        Trials per chunk; results depend on it (and on the seed), not on the workers.
+    workers : int
+        Number of local workers; more than 1 starts a ``dask.distributed.LocalCluster``.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``); overrides ``workers``.
+    client : dask.distributed.Client, optional
+        An existing client to submit to (overrides both).
+    processes : bool
+        Whether the local cluster's workers are processes (default) or threads.
+
+    Returns
+    -------
+    DesignSimulation
+
+    Examples
+    --------
+    >>> from ckmodel.design import BOIN
+    >>> sim = simulate_design(BOIN(target=0.3), [0.05, 0.1, 0.2, 0.35, 0.5], 2000, seed=1)
+    >>> sim.p_select.round(2).tolist()
+    [0.0, 0.01, 0.27, 0.53, 0.16]
+    """
+    probs = _check_probs(true_dlt_probs)
+    if int(n_trials) != n_trials or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    cap = _check_max_patients(rule, probs.size, max_patients)
+    n_trials, chunk_size = int(n_trials), int(chunk_size)
+    n_chunks = math.ceil(n_trials / chunk_size)
+    seeds = np.random.SeedSequence(seed).spawn(n_chunks)
+    sizes = [min(chunk_size, n_trials - i * chunk_size) for i in range(n_chunks)]
+    args = [(rule, probs, size, cap, s) for size, s in zip(sizes, seeds, strict=True)]
+    if client is None and scheduler is None and workers == 1:
+        batches = [_simulate_chunk(*a) for a in args]
+    else:
+        batches = _run_on_dask(_simulate_chunk, args, workers=workers, scheduler=scheduler,
+                               client=client, processes=processes)
+    return DesignSimulation(repr(rule), probs, TrialBatch.concatenate(batches), seed,
+                            chunk_size)
+
+
+def _run_on_dask(func: Callable[..., TrialBatch], args: list[tuple[Any, ...]], *,
+                 workers: int, scheduler: str | None, client: Any, processes: bool
+                 ) -> list[TrialBatch]:
+    """Map ``func`` over ``args`` on Dask and gather the results in submission order."""
+    from dask.distributed import Client, LocalCluster
+
+    if client is not None:
+        return _gather(client, func, args)
+    if scheduler is not None:
+        with Client(scheduler) as own:
+            return _gather(own, func, args)
+    with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
+                      dashboard_address=None) as cluster, Client(cluster) as own:
+        return _gather(own, func, args)
+
+
+def _gather(client: Any, func: Callable[..., TrialBatch], args: list[tuple[Any, ...]]
+            ) -> list[TrialBatch]:
+    futures = [client.submit(func, *a, pure=False) for a in args]
+    return client.gather(futures)
