@@ -11,7 +11,12 @@ from typing import Annotated
 
 import typer
 
-from ckmodel.cli import data_commands, fit_commands, model_commands  # noqa: F401 (commands)
+from ckmodel.cli import (  # noqa: F401 (commands)
+    data_commands,
+    fit_commands,
+    model_commands,
+    response_commands,
+)
 from ckmodel.cli.common import app, setup_logging
 from ckmodel.errors import use_cli_hints
 
