@@ -265,7 +265,7 @@ def km_at(table: pd.DataFrame, times: Sequence[float] | ArrayLike) -> pd.DataFra
     out = {"time": tq, "n_risk": risk.astype(np.int64),
            "n_event": cum_events[idx_le + 1].astype(np.int64)}
     last_surv = float(table["survival"].iat[-1]) if t.size else 1.0
-    beyond = (tq > t[-1]) if t.size else np.zeros(tq.shape, dtype=bool)
+    beyond = (tq > t[-1]) if t.size else np.ones(tq.shape, dtype=bool)  # no data: unknown
     for col, before in (("survival", 1.0), ("std_err", 0.0), ("lower", 1.0), ("upper", 1.0)):
         v = table[col].to_numpy(dtype=float)
         vals = np.where(idx_le >= 0, v[np.maximum(idx_le, 0)] if t.size else before, before)

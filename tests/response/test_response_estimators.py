@@ -195,3 +195,11 @@ def test_km_at_gives_the_step_function_and_the_number_at_risk():
     assert np.isnan(at["survival"].iat[-1])  # after the last (censored) time: unknown
     assert isinstance(at, pd.DataFrame) and list(at.columns)[:3] == ["time", "n_risk",
                                                                      "n_event"]
+
+
+def test_empty_data_give_an_empty_table_and_unknown_values():
+    km = kaplan_meier([], [])
+    assert list(km.columns) == list(KM_COLUMNS) and len(km) == 0
+    assert np.isnan(km_median(km)).all()
+    at = km_at(km, [1.0])
+    assert at["n_risk"].tolist() == [0] and np.isnan(at["survival"]).all()
