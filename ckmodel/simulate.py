@@ -129,6 +129,7 @@ def simulate(
     options: SolverOptions | None = None,
     onsets: Mapping[str, Any] | None = None,
     dose_times: Sequence[float] | None = None,
+    dose_state: str | None = None,
 ) -> xr.Dataset:
     """Simulate virtual patients from a model's typical values and random effects.
 
@@ -169,6 +170,9 @@ def simulate(
         A regimen: every subject gets its dose at each of these times (spec time unit),
         e.g. ``[0, 14]`` for a second infusion on day 14. Default ``[0]``. Models without
         superposition are solved as ODEs when there are several doses.
+    dose_state : str, optional
+        The state every dose goes into, its amount added unchanged (NONMEM's CMT; e.g.
+        ``"A_c"`` for an IV dose in an oral model). Default: the spec's ``[dosing]``.
 
     Returns
     -------
@@ -213,9 +217,14 @@ def simulate(
     log.info("simulating %d subjects of model %s on %d time points", total, spec.name, t.size)
     ons = {k: np.broadcast_to(np.asarray(v, dtype=float), (total,))
            for k, v in (onsets or {}).items()}
+    if dose_state is not None and dose_state not in spec.state_names:
+        raise ValueError(f"dose_state {dose_state!r} is not a state of model '{spec.name}' "
+                         f"(states: {', '.join(spec.state_names)})")
     amt_k = np.repeat(amt[:, None], regimen.size, axis=1)
+    target = -1 if dose_state is None else spec.state_names.index(dose_state)
     states = solve_states(spec, pars, t, amt=amt_k, dose_time=np.broadcast_to(regimen, amt_k.shape),
-                          covariates=covs, options=options, onsets=ons)
+                          covariates=covs, options=options, onsets=ons,
+                          dose_cmt=np.full(amt_k.shape, target))
     pred = evaluate_outputs(spec, states, pars, t, covs)
     obs = add_residual_error(spec, pred, rng, sigma) if residual else pred
     analytes = list(spec.output_names)
@@ -238,7 +247,7 @@ def simulate(
         attrs={"model": spec.name, "model_hash": spec.hash(), "seed": -1 if seed is None else seed,
                "time_unit": spec.time_unit, "amount_unit": spec.amount_unit,
                "ckmodel_version": __version__, "iiv": int(iiv), "residual": int(residual),
-               "dose_times": regimen.tolist()},
+               "dose_times": regimen.tolist(), "dose_state": dose_state or ""},
     )
     for k, v in covs.items():
         ds = ds.assign_coords({k: ("subject", np.asarray(v))})

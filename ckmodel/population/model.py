@@ -72,6 +72,45 @@ class PopulationOptions:
     fixed: Mapping[str, float] = field(default_factory=dict)
     ode: Any = None
 
+    def check(self, spec: ModelSpec, effects: Sequence[CovariateEffect] = ()) -> None:
+        """Refuse options that do not fit ``spec``, before any work, naming what is wrong.
+
+        Raises
+        ------
+        ModelSpecError
+            An unknown parameter (centred, fixed or with a covariate effect), an unknown
+            analyte or error model, a fixed value outside the parameter's support, or an
+            unknown BLQ method.
+        """
+        pnames = spec.param_names
+        for name in (*self.centered, *self.fixed, *(e.parameter for e in effects)):
+            if name not in pnames:
+                raise ModelSpecError(f"'{name}' is not a parameter of model '{spec.name}' "
+                                     f"(parameters: {', '.join(pnames)})")
+        for name, value in self.fixed.items():
+            scale = spec.parameter(name).scale
+            v = float(value)
+            # a fixed value is a constant, so the closed ends of a logit scale are allowed
+            # (bioavailability F = 1)
+            if not np.isfinite(v) or (scale == "log" and v <= 0) or (
+                    scale == "logit" and not 0 <= v <= 1):
+                need = {"log": "> 0", "logit": "in [0, 1]"}.get(scale, "finite")
+                raise ModelSpecError(f"fixed value {name}={value} is outside the parameter's "
+                                     f"support (it must be {need})")
+        for name in self.centered:
+            if spec.parameter(name).iiv is None:
+                raise ModelSpecError(f"'{name}' has no random effect in model '{spec.name}', "
+                                     "so it cannot be centred")
+        for a, err in self.error.items():
+            if a not in spec.output_names:
+                raise ModelSpecError(f"model '{spec.name}' has no output {a!r} for an error "
+                                     f"model (outputs: {', '.join(spec.output_names)})")
+            if err not in ERROR_MODELS:
+                raise ModelSpecError(f"unknown error model {err!r} for {a} (choose one of "
+                                     f"{', '.join(ERROR_MODELS)})")
+        if self.blq_method not in ("M3", "M1"):
+            raise ModelSpecError(f"blq_method must be 'M3' or 'M1', got {self.blq_method!r}")
+
 
 def transformed_name(name: str, scale: str) -> str:
     """Name of the sampled typical value: ``log_rho``, ``logit_fb`` or ``rho_lin``."""
@@ -179,13 +218,7 @@ def build_model(
                                  "(ckmodel.population.apply_time_varying; fit() does this)")
     effects = tuple(e for e in effects if e.kind != "after")
     pnames = spec.param_names
-    for name in (*opts.centered, *opts.fixed, *(e.parameter for e in effects)):
-        if name not in pnames:
-            raise ModelSpecError(f"'{name}' is not a parameter of model '{spec.name}' "
-                                 f"(parameters: {', '.join(pnames)})")
-    for a, err in opts.error.items():
-        if err not in ERROR_MODELS:
-            raise ModelSpecError(f"unknown error model {err!r} for {a} (choose {ERROR_MODELS})")
+    opts.check(spec, effects)
     iiv = [p for p in spec.parameters if p.iiv is not None and p.name not in opts.fixed]
     iiv_names = [p.name for p in iiv]
     coords: dict[str, Any] = {

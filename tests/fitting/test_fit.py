@@ -69,7 +69,8 @@ def test_meta_records_reproducibility_facts(small_fit, sim_data):
 
 
 def test_summary_table(small_fit):
-    table = small_fit.summary()
+    summ = small_fit.summary()
+    table = summ.parameters
     assert {"rho", "tmax", "omega_rho", "sigma_PB_QPCR"} <= set(table.index)
     row = table.loc["rho"]
     assert row["unit"] == "1/day" and row["lower"] < row["median"] < row["upper"]
@@ -77,6 +78,15 @@ def test_summary_table(small_fit):
     assert om["cv_percent"] == pytest.approx(np.sqrt(np.expm1(om["median"] ** 2)) * 100,
                                              rel=0.05)
     assert np.isfinite(table.loc["rho", "r_hat"])
+    data = small_fit.data
+    rec = summ.records.set_index("ANALYTE")
+    n_obs = len(data.observations)
+    assert rec.loc["PB_QPCR", "RECORDS"] == n_obs
+    assert rec.loc["PB_QPCR", "USED"] == small_fit.meta["n_obs"] <= n_obs
+    assert rec.loc["PB_QPCR", "USED_BLQ"] == int(data.observations["BLQ"].sum())
+    assert summ.convergence["chains"] == 2 and summ.convergence["draws"] == 400
+    text = str(summ)
+    assert text.index("Records") < text.index("chains x") < text.index("omega_rho")
 
 
 def test_save_load_round_trip(small_fit, sim_data, tmp_path):
@@ -91,7 +101,9 @@ def test_save_load_round_trip(small_fit, sim_data, tmp_path):
     assert back.spec.hash() == small_fit.spec.hash()
     assert back.meta["seed"] == 2
     s1, s2 = small_fit.summary(), back.summary()
-    np.testing.assert_allclose(s1["median"].to_numpy(), s2["median"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(s1.parameters["median"].to_numpy(),
+                               s2.parameters["median"].to_numpy(), rtol=1e-6)
+    assert s1.records.equals(s2.records) and s1.verdict() == s2.verdict()
 
 
 def test_load_refuses_mismatches(small_fit, tmp_path):
