@@ -47,7 +47,13 @@ from ckmodel.design.runner import (
     bernoulli_sampler,
     run_escalation,
 )
-from ckmodel.design.simulation import DesignSimulation, simulate_design, true_mtd
+from ckmodel.design.simulation import (
+    DesignSimulation,
+    compare_designs,
+    read_scenarios,
+    simulate_design,
+    true_mtd,
+)
 
 __all__ = [
     "BOIN",
@@ -62,11 +68,13 @@ __all__ = [
     "boin_boundaries",
     "boin_boundary_table",
     "boin_select_mtd",
+    "compare_designs",
     "crm_posterior",
     "crm_skeleton",
     "design_from_name",
     "next_dose",
     "pava",
+    "read_scenarios",
     "read_trial",
     "simulate_design",
     "true_mtd",

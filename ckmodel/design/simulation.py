@@ -11,7 +11,9 @@ object trial by trial with a decision cache (:func:`~ckmodel.design.batch.simula
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +24,10 @@ from numpy.typing import ArrayLike
 from ckmodel.design.batch import StopCode, TrialBatch, simulate_rule_batch
 from ckmodel.design.records import EscalationRule
 from ckmodel.design.runner import _check_max_patients, _check_probs
+from ckmodel.errors import DatasetError, Problem
 
-__all__ = ["DesignSimulation", "simulate_design", "true_mtd"]
+__all__ = ["DesignSimulation", "compare_designs", "read_scenarios", "simulate_design",
+           "true_mtd"]
 
 DEFAULT_CHUNK = 1000
 
@@ -249,7 +253,7 @@ def _run_on_dask(func: Callable[..., TrialBatch], args: list[tuple[Any, ...]], *
         with Client(scheduler) as own:
             return _gather(own, func, args)
     with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                      dashboard_address=None) as cluster, Client(cluster) as own:
+                      dashboard_address=":0") as cluster, Client(cluster) as own:
         return _gather(own, func, args)
 
 
@@ -257,3 +261,146 @@ def _gather(client: Any, func: Callable[..., TrialBatch], args: list[tuple[Any, 
             ) -> list[TrialBatch]:
     futures = [client.submit(func, *a, pure=False) for a in args]
     return client.gather(futures)
+
+
+def compare_designs(
+    designs: Mapping[str, EscalationRule],
+    scenarios: Mapping[str, ArrayLike],
+    n_trials: int,
+    *,
+    seed: int | None,
+    target: float,
+    cohort_interval: float = 28.0,
+    chunk_size: int = DEFAULT_CHUNK,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    processes: bool = True,
+) -> pd.DataFrame:
+    """Several designs side by side on several true dose-toxicity scenarios.
+
+    Every design sees the same simulated patients in a scenario (common random numbers: the
+    same seed), which sharpens the comparison. One Dask cluster serves all runs.
+
+    Parameters
+    ----------
+    designs : mapping of str to EscalationRule
+        Label and rule of each design.
+    scenarios : mapping of str to array_like
+        Name and true DLT probabilities (one per level) of each scenario.
+    n_trials : int
+        Trials per design and scenario.
+    seed : int or None
+        Root seed (see :func:`simulate_design`).
+    target : float
+        Target DLT rate defining the true MTD of each scenario (:func:`true_mtd`).
+
+    Other Parameters
+    ----------------
+    cohort_interval : float
+        Days between cohorts, for ``EXPECTED_DURATION``.
+    chunk_size, workers, scheduler, client, processes
+        As in :func:`simulate_design`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scenario and design: ``SCENARIO, DESIGN, TRUE_MTD`` (1-based),
+        ``P_CORRECT, P_NONE, N_ABOVE_MTD, EXPECTED_N, EXPECTED_DLT, EXPECTED_COHORTS,
+        EXPECTED_DURATION, P_STOP_TOXIC`` and ``P_SELECT_1 .. P_SELECT_K``.
+    """
+    rows = []
+    with ExitStack() as stack:
+        if client is None and (scheduler is not None or workers > 1):
+            from dask.distributed import Client, LocalCluster
+
+            if scheduler is not None:
+                client = stack.enter_context(Client(scheduler))
+            else:
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=int(workers), threads_per_worker=1, processes=processes,
+                    dashboard_address=":0"))
+                client = stack.enter_context(Client(cluster))
+        for scen, probs in scenarios.items():
+            for label, rule in designs.items():
+                sim = simulate_design(rule, probs, n_trials, seed=seed, chunk_size=chunk_size,
+                                      client=client)
+                row: dict[str, Any] = {"SCENARIO": scen, "DESIGN": label}
+                summ = sim.summary(target, cohort_interval=cohort_interval)
+                row["TRUE_MTD"] = int(summ.pop("TRUE_MTD"))
+                row.update({k: summ[k] for k in ("P_CORRECT", "P_NONE", "N_ABOVE_MTD")})
+                row.update(summ)
+                row.update({f"P_SELECT_{k + 1}": p for k, p in enumerate(sim.p_select)})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_scenarios(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read true dose-toxicity scenarios from a CSV file.
+
+    Either one scenario per row (an optional ``SCENARIO`` column names it; the other columns,
+    in order, are the dose levels), or, when the file has a ``DOSE_LEVEL`` column, one
+    scenario per column (named by its header) with the levels as rows. Probabilities must lie
+    in (0, 1) and not decrease with dose.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Scenario name to true DLT probabilities.
+
+    Raises
+    ------
+    DatasetError
+        Listing every problem with its line and column.
+    """
+    name = os.fspath(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DatasetError("the file is empty", file=name) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"not a readable CSV file: {exc}", file=name) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    by_column = "DOSE_LEVEL" in raw.columns
+    problems: list[Problem] = []
+    values = raw.drop(columns=[c for c in ("DOSE_LEVEL", "SCENARIO") if c in raw.columns])
+    if values.shape[1] == 0 or len(raw) == 0:
+        raise DatasetError("no scenario found (one row per scenario: SCENARIO,D1,D2,...; or a "
+                           "DOSE_LEVEL column and one column per scenario)", file=name)
+    num = np.full(values.shape, np.nan)
+    for j, col in enumerate(values.columns):
+        for i, text in enumerate(values[col].str.strip()):
+            try:
+                v = float(text)
+            except ValueError:
+                v = np.nan
+            if not 0 < v < 1:
+                problems.append(Problem(f"{text!r} is not a probability in (0, 1)", file=name,
+                                        row=i + 2, column=col, rule="bad_value"))
+            num[i, j] = v
+    if by_column:
+        names, curves = list(values.columns), [num[:, j] for j in range(num.shape[1])]
+        where = [(None, c) for c in names]
+    else:
+        labels = raw["SCENARIO"].tolist() if "SCENARIO" in raw.columns else [
+            str(i + 1) for i in range(len(raw))]
+        names, curves = [str(x) for x in labels], list(num)
+        where = [(i + 2, None) for i in range(len(raw))]
+    out: dict[str, np.ndarray] = {}
+    for scen, curve, (row, col) in zip(names, curves, where, strict=True):
+        if scen in out:
+            problems.append(Problem(f"scenario {scen!r} is given twice", file=name, row=row,
+                                    column=col, rule="duplicate"))
+        if np.all(np.isfinite(curve)) and np.any(np.diff(curve) < 0):
+            problems.append(Problem(f"scenario {scen!r}: DLT probabilities decrease with dose "
+                                    f"({', '.join(f'{v:g}' for v in curve)})", file=name,
+                                    row=row, column=col, rule="not_increasing"))
+        out[scen] = curve
+    if problems:
+        raise DatasetError(problems, file=name)
+    return out
