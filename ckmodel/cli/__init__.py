@@ -13,6 +13,7 @@ import typer
 
 from ckmodel.cli import (  # noqa: F401 (commands)
     data_commands,
+    design_commands,
     fit_commands,
     model_commands,
     response_commands,
