@@ -96,7 +96,7 @@ def no_records(ctx: CheckContext) -> list[Problem]:
 def required_columns(ctx: CheckContext) -> list[Problem]:
     """ID, TIME, DV (and ANALYTE, AMT when needed) must be present."""
     present, out = ctx.table.present, []
-    hint = ""
+    extra = ""
     if len(ctx.header) == 1 and any(sep in ctx.header[0] for sep in ";\t|"):
         extra = " The header is a single field: the file must be comma-separated."
     have = ", ".join(ctx.header) if ctx.header else "nothing"
