@@ -161,6 +161,11 @@ def fit(
     target_accept: Annotated[float, typer.Option(min=0.5, max=0.999,
                                                  help="NUTS target acceptance")] = 0.9,
     blq_method: Annotated[str, typer.Option(help="M3 (censored) or M1 (drop)")] = "M3",
+    until_converged: Annotated[float | None, typer.Option(
+        "--until-converged", metavar="SECONDS", min=1,
+        help="When the convergence checks fail, double warm-up and draws and run again, "
+             "while the next run fits in this time budget (seconds); each run is recorded")
+    ] = None,
 ) -> None:
     """Fit a model hierarchically (PyMC) and save the fit; every setting is stored in it."""
     check_time_unit(time_unit)
@@ -185,7 +190,7 @@ def fit(
             result = run_fit(ck, spec, sampler=sampler, draws=draws, tune=tune, chains=chains,
                              seed=seed, covariates=covariate or (), analytes=analyte,
                              target_accept=target_accept, options=opts,
-                             progressbar=sys.stderr.isatty())
+                             progressbar=sys.stderr.isatty(), until_converged=until_converged)
         result.save(output)
     except (CKModelError, ValueError, ImportError) as exc:
         fail(exc)
@@ -226,6 +231,9 @@ def demo(
     chains: Annotated[int, typer.Option(min=1)] = 4,
     seed: Annotated[int, typer.Option(min=0)] = 1,
     fit_model: Annotated[bool, typer.Option("--fit/--no-fit", help="Run the fit step")] = True,
+    until_converged: Annotated[float | None, typer.Option(
+        "--until-converged", metavar="SECONDS", min=1,
+        help="Extend the fit until it converges, within this budget (seconds)")] = None,
 ) -> None:
     """The main job on the bundled example trial: check, NCA, profile plots, fit, summary."""
     from ckmodel.data import check_ck
@@ -274,7 +282,7 @@ def demo(
     try:
         with shown_warnings(stated=(ConvergenceWarning,)):
             result = run_fit(ck, spec, draws=draws, tune=tune, chains=chains, seed=seed,
-                             progressbar=sys.stderr.isatty())
+                             progressbar=sys.stderr.isatty(), until_converged=until_converged)
         result.save(out / "fit.nc")
     except (CKModelError, ValueError) as exc:
         fail(exc)

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ckmodel._arviz import az
-from ckmodel.errors import ConvergenceWarning
+from ckmodel.errors import ConvergenceWarning, hint
 
-__all__ = ["convergence_table", "check_convergence", "lagging_chains", "RHAT_MAX", "ESS_MIN"]
+__all__ = ["convergence_table", "check_convergence", "lagging_chains", "weak_iiv", "RHAT_MAX",
+           "ESS_MIN", "BFMI_MIN", "HUG_RATIO"]
 
 #: R-hat above this flags a parameter (Vehtari et al. 2021).
 RHAT_MAX = 1.01
@@ -75,6 +76,49 @@ def lagging_chains(idata: Any, n_sds: float = LAG_SDS) -> list[int]:
     return [int(c) for c in np.flatnonzero(low | frozen | ~np.isfinite(means))]
 
 
+#: An IIV SD whose 2.5 % posterior quantile lies below this fraction of its median is reported
+#: as hugging zero: its 95 % interval reaches more than ten-fold below the median, as a
+#: posterior piled against zero does (a well-informed SD spans a factor of about 2).
+HUG_RATIO = 0.1
+
+
+def weak_iiv(idata: Any, ratio: float = HUG_RATIO) -> list[dict[str, Any]]:
+    """Random effects whose SD the data cannot support: the posterior hugs zero.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        A fit's draws, with ``omega`` on dim ``iiv``.
+    ratio : float
+        Flag when the 2.5 % quantile of omega is below ``ratio`` times its median.
+
+    Returns
+    -------
+    list of dict
+        ``parameter``, ``median``, ``lower``, ``upper`` (95 % interval of the SD) and
+        ``advice``, one per flagged parameter.
+    """
+    post = idata.posterior
+    if "omega" not in post:
+        return []
+    out = []
+    for name in post["omega"].coords["iiv"].values:
+        draws = np.asarray(post["omega"].sel(iiv=name).values, dtype=float).ravel()
+        lo, med, hi = np.quantile(draws, [0.025, 0.5, 0.975])
+        if lo < ratio * med:
+            out.append({"parameter": str(name), "median": float(med), "lower": float(lo),
+                        "upper": float(hi), "advice": (
+                            f"the IIV SD of {name} hugs zero (median {med:.3g}, 95% CrI "
+                            f"{lo:.2g}-{hi:.2g}): the data barely inform it. Fix it or drop "
+                            "its random effect ("
+                            + hint(python=f"spec.with_parameter('{name}', iiv=False)",
+                                   cli=f"--iiv {name}=none")
+                            + "), and compare the fits by LOO ("
+                            + hint(python="ckmodel.diagnostics", cli="ckmodel compare")
+                            + "); running longer will not help")})
+    return out
+
+
 def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
                       ess_min: float = ESS_MIN, rhat_max: float = RHAT_MAX) -> dict[str, Any]:
     """Summarise divergences, tree depth, R-hat and ESS; warn once if anything is off.
@@ -85,8 +129,9 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
         ``divergences`` (total), ``divergences_per_chain``, ``treedepth_hits``,
         ``mean_tree_depth``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``flagged``
         (parameters with R-hat > 1.01 or ESS < 400), ``lagging_chains`` (see
-        :func:`lagging_chains`), ``chains``, ``draws``, ``min_bfmi`` (E-BFMI, when the
-        sampler records energy), ``problems`` (what to do, one line each) and ``ok``.
+        :func:`lagging_chains`), ``weak_iiv`` (see :func:`weak_iiv`), ``chains``, ``draws``,
+        ``min_bfmi`` (E-BFMI, when the sampler records energy), ``problems`` (what to do, one
+        line each) and ``ok``.
     """
     out: dict[str, Any] = {"chains": int(idata.posterior.sizes.get("chain", 1)),
                            "draws": int(idata.posterior.sizes.get("draw", 1))}
@@ -116,6 +161,7 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
         flagged = list(bad.index)
     out["flagged"] = flagged
     out["lagging_chains"] = lagging_chains(idata)
+    out["weak_iiv"] = weak_iiv(idata)
     problems = []
     if out["lagging_chains"]:
         problems.append(f"chain(s) {out['lagging_chains']} stuck far below the others in log "
@@ -135,6 +181,10 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
                         f"{out['min_ess_bulk']:.0f}): {', '.join(flagged[:8])}"
                         f"{' ...' if len(flagged) > 8 else ''}; run longer (more draws/tune) "
                         "or more chains")
+        for w in out["weak_iiv"]:
+            if f"omega[{w['parameter']}]" in flagged or any(
+                    f.startswith(f"omega[{w['parameter']}") for f in flagged):
+                problems.append(w["advice"])
     if out.get("min_bfmi", 1.0) < BFMI_MIN:
         problems.append(f"E-BFMI {out['min_bfmi']:.2f} below {BFMI_MIN} in some chain: the "
                         "sampler explores the energy distribution poorly (heavy tails or a "

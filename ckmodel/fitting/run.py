@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ckmodel._arviz import az
 from ckmodel.data.schema import time_factor
 from ckmodel.errors import DatasetError
 from ckmodel.fitting.convergence import check_convergence
 from ckmodel.fitting.result import Fit, package_versions
+from ckmodel.fitting.samplers import FUSED_SAMPLERS, MCMC_SAMPLERS, SAMPLERS, Sampler
 from ckmodel.population.covariates import (
     CovariateEffect,
     apply_time_varying,
@@ -28,81 +28,10 @@ from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.spec.model import ModelSpec
 from ckmodel.spec.parse import load_model
 
-__all__ = ["fit", "SAMPLERS"]
+__all__ = ["fit", "SAMPLERS", "FUSED_SAMPLERS"]
 
 log = logging.getLogger(__name__)
 
-#: Samplers behind ``fit(sampler=...)``.
-SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
-#: Samplers that run on the fused closed-form likelihood (numba/C; the JAX ones use the
-#: pointwise graph, which lowers to JAX).
-FUSED_SAMPLERS = ("nutpie", "pymc", "advi", "map")
-
-
-def _sample(model: Any, sampler: str, *, draws: int, tune: int, chains: int, seed: int,
-            target_accept: float, progressbar: bool, cores: int | None,
-            low_rank: bool = False) -> Any:
-    import pymc as pm
-
-    if sampler == "nutpie":
-        import nutpie
-
-        compiled = nutpie.compile_pymc_model(model)
-        return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                             cores=cores, progress_bar=progressbar, save_warmup=False,
-                             target_accept=target_accept,
-                             low_rank_modified_mass_matrix=low_rank)
-    with model:
-        if sampler == "pymc":
-            with warnings.catch_warnings():
-                # early mass-matrix adaptation can overflow harmlessly inside PyMC
-                warnings.filterwarnings("ignore", category=RuntimeWarning,
-                                        module="pymc.step_methods")
-                return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
-                                 random_seed=seed, target_accept=target_accept,
-                                 progressbar=progressbar, compute_convergence_checks=False)
-        if sampler in ("numpyro", "blackjax"):
-            try:
-                import jax  # noqa: F401
-            except ImportError:
-                raise ImportError(f"sampler='{sampler}' needs JAX: pip install "
-                                  "'ckmodel[jax]'") from None
-            from ckmodel.population.jax_support import register_jax_softplus
-
-            register_jax_softplus()
-            method = "sequential" if sampler == "numpyro" else "vectorized"
-            kw = dict(draws=draws, tune=tune, chains=chains, random_seed=seed,
-                      nuts_sampler=sampler, target_accept=target_accept,
-                      progressbar=progressbar, compute_convergence_checks=False,
-                      nuts_sampler_kwargs={"chain_method": method})
-            if sampler == "numpyro":
-                return pm.sample(**kw)
-            from ckmodel.fitting.blackjax_nuts import blackjax_sampler
-
-            with blackjax_sampler():
-                return pm.sample(**kw)
-        if sampler == "pathfinder":
-            from ckmodel.fitting.pathfinder import sample_pathfinder
-
-            return sample_pathfinder(model, draws=draws, chains=chains, seed=seed)
-        if sampler == "advi":
-            approx = pm.fit(n=max(10 * tune, 5000), method="advi", random_seed=seed,
-                            progressbar=progressbar)
-            return approx.sample(draws * chains, random_seed=seed)
-        if sampler == "map":
-            point = pm.find_MAP(progressbar=progressbar, seed=seed)
-            post = {k: np.asarray(v)[None, None, ...] for k, v in point.items()
-                    if k in {v.name for v in model.unobserved_value_vars}}
-            return az.from_dict(posterior=post, dims=_dims(model), coords=_coords(model))
-    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-
-
-def _dims(model: Any) -> dict[str, list[str]]:
-    return {k: list(v) for k, v in model.named_vars_to_dims.items()}
-
-
-def _coords(model: Any) -> dict[str, Any]:
-    return {k: list(v) for k, v in model.coords.items() if v is not None}
 
 
 def _constant_data(pdata: PopulationData) -> xr.Dataset:
@@ -152,6 +81,7 @@ def fit(
     log_likelihood: bool = True,
     progressbar: bool = True,
     mass_matrix: str = "auto",
+    until_converged: float | None = None,
 ) -> Fit:
     """Fit ``model`` hierarchically to ``data`` with PyMC.
 
@@ -199,6 +129,11 @@ def fit(
         learns the strongest posterior correlations (far fewer leapfrog steps on the ridges
         of mechanistic ODE models: 184 instead of 546 per iteration on a 30-subject
         ``antigen_driven`` fit). ``auto``: low-rank when the model is solved as ODEs.
+    until_converged : float, optional
+        A time budget in seconds: when the convergence checks fail, warm-up and draws are
+        doubled and the chains run again (same compiled model, seed + 1, + 2 ...) while the
+        next run fits in the budget; every run is recorded in ``meta["attempts"]`` and the
+        last one is kept. MCMC samplers only.
 
     Returns
     -------
@@ -207,6 +142,9 @@ def fit(
     """
     _check_settings(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed,
                     target_accept=target_accept, mass_matrix=mass_matrix)
+    if until_converged is not None and not until_converged > 0:
+        raise ValueError(f"until_converged must be a positive number of seconds, got "
+                         f"{until_converged!r}")
     spec = load_model(model)
     opts = options or PopulationOptions()
     effects = parse_covariates(covariates)
@@ -236,15 +174,13 @@ def fit(
     fused = bool(fused_analytes)
     low_rank = mass_matrix == "low_rank" or (
         mass_matrix == "auto" and uses_ode(spec, pdata, opts.method))
+    run = Sampler(pm_model, sampler, chains=chains, seed=seed, target_accept=target_accept,
+                  progressbar=progressbar, cores=cores, low_rank=low_rank)
     t0 = time.perf_counter()
-    idata = _sample(pm_model, sampler, draws=draws, tune=tune, chains=chains, seed=seed,
-                    target_accept=target_accept, progressbar=progressbar, cores=cores,
-                    low_rank=low_rank)
+    idata, attempts = _run_until(run, draws=draws, tune=tune, seed=seed,
+                                 budget=until_converged if sampler in MCMC_SAMPLERS else None)
+    draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
     t_sample = time.perf_counter() - t0
-    # nutpie also stores unconstrained copies (``*_log__``); keep the natural-scale variables
-    unconstrained = [v for v in idata.posterior.data_vars if str(v).endswith("__")]
-    if unconstrained:
-        idata.posterior = idata.posterior.drop_vars(unconstrained)
     import pymc as pm
 
     if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
@@ -290,9 +226,62 @@ def fit(
         "spec_hash": spec.hash(), "sampling_seconds": round(t_sample, 2),
         "versions": package_versions(),
     }
+    if until_converged is not None:
+        meta["until_converged_seconds"] = until_converged
+        meta["attempts"] = attempts
     if sampler == "pathfinder":
         meta["pathfinder_khat"] = idata.posterior.attrs["pathfinder_khat"]
     result = Fit(idata=idata, spec=spec, data=data, meta=meta)
-    if sampler not in ("advi", "map", "pathfinder"):
+    if sampler in MCMC_SAMPLERS:
         result.meta["convergence"] = check_convergence(idata)
     return result
+
+
+def _strip_unconstrained(idata: Any) -> Any:
+    # nutpie also stores unconstrained copies (``*_log__``); keep the natural-scale variables
+    unconstrained = [v for v in idata.posterior.data_vars if str(v).endswith("__")]
+    if unconstrained:
+        idata.posterior = idata.posterior.drop_vars(unconstrained)
+    return idata
+
+
+def _run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float | None
+               ) -> tuple[Any, list[dict[str, Any]]]:
+    """Sample; with a ``budget`` (seconds), double warm-up and draws until the checks pass.
+
+    A longer run is started only when, at the pace of the last one, it would end within the
+    budget (a run twice as long takes about twice the time). Each extension has its own seed
+    (``seed + attempt``), recorded, so the whole sequence is reproducible.
+    """
+    attempts: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    k = 0
+    while True:
+        t0 = time.perf_counter()
+        idata = _strip_unconstrained(run(draws=draws, tune=tune, seed=seed + k))
+        took = time.perf_counter() - t0
+        entry: dict[str, Any] = {"draws": draws, "tune": tune, "seed": seed + k,
+                                 "seconds": round(took, 2)}
+        attempts.append(entry)
+        if budget is None:
+            return idata, attempts
+        verdict = check_convergence(idata, warn=False)
+        entry.update(ok=verdict["ok"], max_rhat=verdict.get("max_rhat"),
+                     min_ess_bulk=verdict.get("min_ess_bulk"),
+                     divergences=verdict.get("divergences", 0))
+        if verdict["ok"]:
+            if k:
+                log.warning("converged after %d extension(s): %d tuning steps and %d draws "
+                            "per chain", k, tune, draws)
+            return idata, attempts
+        spent = time.perf_counter() - t_start
+        if spent + 2.2 * took > budget:
+            log.warning("not converged within the budget of %.0f s (%d run(s), %.0f s): the "
+                        "last run (%d tuning steps, %d draws per chain) is kept", budget,
+                        k + 1, spent, tune, draws)
+            return idata, attempts
+        log.warning("not converged (worst R-hat %.3f, lowest bulk ESS %.0f, %d divergences): "
+                    "running again with %d tuning steps and %d draws per chain",
+                    entry["max_rhat"] or float("nan"), entry["min_ess_bulk"] or float("nan"),
+                    entry["divergences"], 2 * tune, 2 * draws)
+        draws, tune, k = 2 * draws, 2 * tune, k + 1

@@ -174,6 +174,14 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
         notes.append(f"data times in {meta.get('data_time_unit')}s were converted to the "
                      f"model's {meta.get('model_time_unit')}s (x {scale:.6g}); results are in "
                      f"{meta.get('model_time_unit')}s")
+    attempts = meta.get("attempts") or []
+    if len(attempts) > 1:
+        runs = "; ".join(f"{a['tune']}+{a['draws']} ({'ok' if a.get('ok') else 'not converged'},"
+                         f" {a['seconds']:.0f} s)" for a in attempts)
+        notes.append(f"run extended until converged (budget {meta.get('until_converged_seconds')}"
+                     f" s): tuning+draws per chain {runs}")
+    for w in (meta.get("convergence") or {}).get("weak_iiv", []):
+        notes.append(w["advice"])
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
     return FitSummary(model=fit.spec.name, records=records_table(fit),
                       convergence=dict(meta.get("convergence") or {}),

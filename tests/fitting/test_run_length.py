@@ -1,0 +1,65 @@
+"""Run length that adapts (fit(until_converged=...)) and IIV SDs that hug zero."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ckmodel._arviz import az
+from ckmodel.fitting import run as run_module
+from ckmodel.fitting.convergence import check_convergence, weak_iiv
+
+
+def _idata(rng, *, chains=4, draws=500, spread=0.0, omega=None):
+    """Posterior draws whose chains are offset by ``spread`` SDs (0: converged)."""
+    x = rng.standard_normal((chains, draws)) + spread * np.arange(chains)[:, None]
+    post = {"mu": x}
+    if omega is not None:
+        post["omega"] = omega
+    return az.from_dict(posterior=post, dims={"omega": ["iiv"]},
+                        coords={"iiv": ["rho", "tmax"]})
+
+
+def test_weak_iiv_flags_a_posterior_piled_at_zero():
+    rng = np.random.default_rng(1)
+    hugging = np.abs(rng.normal(0, 0.05, (4, 500)))               # half-normal: piles at 0
+    informed = rng.lognormal(np.log(0.3), 0.15, (4, 500))         # well identified
+    idata = _idata(rng, omega=np.stack([hugging, informed], axis=-1))
+    flagged = weak_iiv(idata)
+    assert [w["parameter"] for w in flagged] == ["rho"]
+    w = flagged[0]
+    assert w["lower"] < 0.1 * w["median"] < w["upper"]
+    assert "hugs zero" in w["advice"] and "longer will not help" in w["advice"]
+    assert check_convergence(idata, warn=False)["weak_iiv"] == flagged
+
+
+class _Chains:
+    """Stand-in sampler: chains that disagree until the run has ``good_at`` draws."""
+
+    def __init__(self, good_at: int) -> None:
+        self.good_at, self.calls = good_at, []
+
+    def __call__(self, *, draws: int, tune: int, seed: int):
+        self.calls.append((draws, tune, seed))
+        rng = np.random.default_rng(seed)
+        return _idata(rng, draws=draws, spread=0.0 if draws >= self.good_at else 3.0)
+
+
+def test_run_until_doubles_warmup_and_draws_until_converged():
+    sampler = _Chains(good_at=400)
+    idata, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=7, budget=60)
+    assert sampler.calls == [(100, 50, 7), (200, 100, 8), (400, 200, 9)]
+    assert [a["ok"] for a in attempts] == [False, False, True]
+    assert idata.posterior.sizes["draw"] == 400
+
+
+def test_run_until_stops_at_the_budget_and_keeps_the_last_run():
+    sampler = _Chains(good_at=10**9)
+    idata, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=1, budget=1e-9)
+    assert len(attempts) == 1 and attempts[0]["ok"] is False
+    assert idata.posterior.sizes["draw"] == 100
+
+
+def test_without_a_budget_there_is_one_run():
+    sampler = _Chains(good_at=10**9)
+    _, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=1, budget=None)
+    assert len(attempts) == 1 and "ok" not in attempts[0]
