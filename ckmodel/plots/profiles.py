@@ -18,13 +18,14 @@ Every artist carries a ``gid`` (``"obs:<key>"``, ``"blq:<key>"``, ``"hsct:<key>"
 from __future__ import annotations
 
 import math
-import os
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from ckmodel.plots._style import GREY, PALETTE, time_label, value_label
+from ckmodel.plots._style import pyplot as _pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -32,23 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["plot_profiles", "plot_profiles_by_subject"]
 
-GREY = "0.6"
-# tab10 without its grey (C7), which is reserved for records after HSCT
-PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
-
-
-def _pyplot():
-    """Import pyplot, choosing Agg first when there is no display and no backend was chosen."""
-    import matplotlib
-
-    headless = sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    )
-    if headless and "matplotlib.pyplot" not in sys.modules and "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# Okabe-Ito (colour-blind safe, ckmodel.plots._style.PALETTE); grey is reserved for records
+# after HSCT
 
 
 def _flag(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -157,6 +143,19 @@ def _subject_level(data: Any, rec: pd.DataFrame, by: str) -> pd.Series:
     raise KeyError(f"{by!r} is neither an observation column nor a covariate of data")
 
 
+def _units(data: Any, fit: Any) -> tuple[dict[str, str], str | None, str]:
+    """Analyte units, time unit and dose unit from the data (or the fit's model)."""
+    units = dict(getattr(data, "analyte_units", {}) or {})
+    time_unit = getattr(data, "time_unit", None)
+    amount = ""
+    if fit is not None:
+        for o in fit.spec.outputs:
+            units.setdefault(o.name, o.unit)
+        time_unit = time_unit or fit.spec.time_unit
+        amount = getattr(fit.spec, "amount_unit", "")
+    return units, time_unit, amount
+
+
 def plot_profiles(
     data: Any,
     *,
@@ -164,33 +163,45 @@ def plot_profiles(
     by: str | None = None,
     ax: Axes | None = None,
     ncols: int = 3,
+    fit: Any = None,
+    n_sim: int = 100,
+    seed: int = 1,
 ) -> Figure:
-    """Observed profiles of all subjects, one panel per analyte (or per analyte and group).
+    """Observed profiles of all subjects: one row per analyte, one column per level of ``by``.
 
     Parameters
     ----------
     data : CKData or pandas.DataFrame
-        A ``CKData``-like object (``.observations``, ``.covariates``) or an observation table
-        with ID, TIME (time since infusion, any unit) and DV, optionally ANALYTE, BLQ, LLOQ,
-        MDV, EVID and AFTER_HSCT.
+        A ``CKData``-like object (``.observations``, ``.covariates``, ``.analyte_units``,
+        ``.time_unit``, ``.doses``) or an observation table with ID, TIME (time since
+        infusion, any unit) and DV, optionally ANALYTE, BLQ, LLOQ, MDV, EVID and AFTER_HSCT.
     analyte : str or sequence of str, optional
         Analyte(s) to draw; default all.
     by : str, optional
         Subject-level column (observation column or covariate, e.g. ``"DOSE_LEVEL"``): one
-        panel per analyte and level.
+        column of panels per level, titled with the level's dose and number of subjects.
+    fit : Fit, optional
+        Overlay the fitted population median and 90 % band of new subjects of each level
+        (:func:`ckmodel.diagnostics.population_bands`: posterior uncertainty and
+        between-subject variability, no residual error).
 
     Other Parameters
     ----------------
     ax : matplotlib.axes.Axes, optional
         Draw into this axes; only when the data give exactly one panel.
     ncols : int
-        Panels per row.
+        Panels per row when ``by`` is not given and there are several analytes (kept for
+        backward compatibility; one row per analyte is used).
+    n_sim, seed : int
+        Replicates per subject and seed of the fitted bands.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Log-y panels titled by analyte (and ``by=level``); one colour per subject, BLQ at LLOQ
-        as open triangles, records after HSCT in grey, LLOQ dotted.
+        Log-y panels, x shared by all, y shared along each analyte's row; titles name the
+        dose (or level) and ``n``; axes labelled with the time unit and the analyte's unit;
+        one colour per subject, BLQ at LLOQ as open triangles, records after HSCT in grey,
+        LLOQ dotted.
 
     Examples
     --------
@@ -200,9 +211,10 @@ def plot_profiles(
     ...                     "BLQ": [0, 0, 0, 1]})
     >>> fig = plot_profiles(obs)
     >>> [a.get_title() for a in fig.axes], fig.axes[0].get_yscale()
-    (['PB_QPCR'], 'log')
+    (['PB_QPCR: all subjects (n=1)'], 'log')
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
+    del ncols  # one row per analyte, levels across columns
     rec = _records(data, analyte)
     subjects = list(pd.unique(rec["ID"]))
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(subjects)}
@@ -211,23 +223,68 @@ def plot_profiles(
     else:
         rec = rec.assign(_G=_subject_level(data, rec, by))
     levels = pd.Series(pd.unique(rec["_G"])).sort_values(na_position="last").tolist()
-    panels = []
-    for an in pd.unique(rec["ANALYTE"]):
+    analytes = list(pd.unique(rec["ANALYTE"]))
+    units, time_unit, amount = _units(data, fit)
+    if ax is not None:
+        if len(analytes) * len(levels) != 1:
+            raise ValueError(f"ax= needs exactly one panel, the data give "
+                             f"{len(analytes) * len(levels)}")
+        fig, grid_axes = ax.figure, np.array([[ax]])
+    else:
+        plt = _pyplot()
+        fig, grid_axes = plt.subplots(len(analytes), len(levels), squeeze=False,
+                                      layout="constrained", sharex=True, sharey="row",
+                                      figsize=(max(3.8 * len(levels), 4.5),
+                                               3.2 * len(analytes)))
+    bands = None
+    if fit is not None:
+        from ckmodel.diagnostics import population_bands
+
+        bands = population_bands(fit, stratify=by, n_sim=n_sim, seed=seed)
+    scale = float(fit.meta.get("time_scale", 1.0)) if fit is not None else 1.0
+    for i, an in enumerate(analytes):
         is_an = (rec["ANALYTE"] == an).to_numpy()
-        for level in levels:
-            same = is_an & (rec["_G"].isna() if pd.isna(level) else rec["_G"] == level).to_numpy()
-            if same.any():
-                panels.append((an, level, rec[same]))
-    fig, axes = _grid(len(panels), ncols, ax)
-    for (an, level, sub), a in zip(panels, axes, strict=True):
-        for sid, srec in sub.groupby("ID", sort=False):
-            _draw(a, srec, colour[sid], str(sid))
-        _lloq_lines(a, sub)
-        a.set_yscale("log")
-        a.set_title(str(an) if by is None else f"{an} | {by}={level}")
-        a.set_xlabel("TIME")
-        a.set_ylabel(f"{an} (DV)")
-    _legend(axes[0])
+        for j, level in enumerate(levels):
+            a = grid_axes[i, j]
+            in_level = (rec["_G"].isna() if pd.isna(level) else rec["_G"] == level).to_numpy()
+            sub = rec[is_an & in_level]
+            for sid, srec in sub.groupby("ID", sort=False):
+                _draw(a, srec, colour[sid], str(sid))
+            _lloq_lines(a, sub)
+            key = None if by is None else (f"{level:g}" if isinstance(level, float) else
+                                           str(level))
+            if bands is not None and an in bands.analyte.values and (
+                    key is None or key in bands.stratum.values):
+                b = bands["pred"].sel(analyte=an, stratum=key or "all")
+                t = bands["time"].values / scale  # back to the data's clock and unit
+                a.fill_between(t, b.sel(quantile=0.05), b.sel(quantile=0.95), color="black",
+                               alpha=0.12, lw=0, gid="fit-band")
+                a.plot(t, b.sel(quantile=0.5), color="black", lw=1.5, gid="fit-median")
+            a.set_yscale("log")
+            ids = list(pd.unique(sub["ID"]))
+            if by is None:
+                title = f"{an}: all subjects (n={len(ids)})"
+            else:
+                from ckmodel.diagnostics.strata import stratum_label
+
+                if hasattr(data, "doses"):
+                    title = stratum_label(data, by, str(level), ids, amount)
+                else:
+                    title = f"{by} {level} (n={len(ids)})"
+                if len(analytes) > 1:
+                    title = f"{an}: {title}"
+            a.set_title(title, fontsize="medium")
+            if i == len(analytes) - 1:
+                a.set_xlabel(time_label(time_unit))
+            if j == 0:
+                a.set_ylabel(value_label(an, units.get(an)))
+    _legend(grid_axes[0, 0])
+    if bands is not None:
+        from matplotlib.lines import Line2D
+
+        grid_axes[0, -1].legend(handles=[Line2D([], [], color="black", lw=1.5,
+                                                label="fitted population median, 90% band")],
+                                fontsize="small", frameon=False, loc="lower left")
     return fig
 
 
@@ -283,7 +340,7 @@ def plot_profiles_by_subject(
             _lloq_lines(a, arec, color=colour[an])
         a.set_yscale("log")
         a.set_title(str(sid))
-        a.set_xlabel("TIME")
+        a.set_xlabel(time_label(getattr(data, "time_unit", None)))
     if len(analytes) > 1:
         from matplotlib.lines import Line2D
 

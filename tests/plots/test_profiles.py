@@ -62,7 +62,8 @@ def assert_png(path, min_kb=10):
 def test_plot_profiles_one_panel_per_analyte(data, tmp_path):
     fig = plot_profiles(data)
     try:
-        assert [a.get_title() for a in fig.axes] == ["PB_QPCR", "BM_QPCR"]
+        assert [a.get_title() for a in fig.axes] == ["PB_QPCR: all subjects (n=3)",
+                                                     "BM_QPCR: all subjects (n=1)"]
         assert all(a.get_yscale() == "log" for a in fig.axes)
         pb, bm = (lines(a) for a in fig.axes)
         assert set(pb) == {"obs:A", "blq:A", "obs:B", "hsct:B", "hsct-blq:B", "obs:C", "lloq"}
@@ -93,8 +94,9 @@ def test_plot_profiles_by_covariate(data, tmp_path):
     fig = plot_profiles(data, analyte="PB_QPCR", by="DOSE_LEVEL", ncols=1)
     try:
         assert [a.get_title() for a in fig.axes] == [
-            "PB_QPCR | DOSE_LEVEL=1", "PB_QPCR | DOSE_LEVEL=2",
+            "DOSE_LEVEL 1 (n=2)", "DOSE_LEVEL 2 (n=1)",
         ]  # fmt: skip
+        assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
         one, two = (lines(a) for a in fig.axes)
         assert {g for g in one if g.startswith("obs")} == {"obs:A", "obs:C"}
         assert {g for g in two if g.startswith("obs")} == {"obs:B"}
