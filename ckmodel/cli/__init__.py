@@ -14,6 +14,7 @@ import typer
 from ckmodel.cli import (  # noqa: F401 (commands)
     data_commands,
     design_commands,
+    diagnostics_commands,
     fit_commands,
     model_commands,
     response_commands,

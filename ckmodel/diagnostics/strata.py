@@ -76,9 +76,11 @@ def subject_strata(data: Any, column: str | None, subjects: Sequence[str]) -> pd
     if values is None and column.upper() == "DOSE":
         values = first_dose(data, ids)
     if values is None:
-        known = [c for t in tables if t is not None for c in t.columns]
+        known = list(dict.fromkeys(str(c) for t in tables if t is not None for c in t.columns))
+        if "DOSE" not in known:
+            known.append("DOSE (first dose amount)")
         raise KeyError(f"{column!r} is not a subject-level column of the data (columns: "
-                       f"{', '.join(map(str, known)) or 'none'}, or DOSE)")
+                       f"{', '.join(known)})")
     num = pd.to_numeric(values, errors="coerce")
     if num.notna().all():
         levels = sorted(pd.unique(num))
