@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import special
 
 from ckmodel.solve import SolverOptions, evaluate_outputs, solve_states
-from ckmodel.spec import ModelSpec, load_model
+from ckmodel.spec import ModelSpec, from_scale, load_model, to_scale
 
 __all__ = ["simulate", "individual_parameters", "add_residual_error", "DEFAULT_TIMES"]
 
@@ -24,22 +23,6 @@ log = logging.getLogger(__name__)
 #: Default output grid (days): dense over expansion, sparse in persistence.
 DEFAULT_TIMES = np.unique(np.concatenate([np.arange(0, 28.5, 0.5), np.arange(28, 91, 2),
                                           np.arange(90, 366, 15)])).astype(float)
-
-
-def _to_scale(x: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "log":
-        return np.log(x)
-    if scale == "logit":
-        return special.logit(x)
-    return x
-
-
-def _from_scale(x: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "log":
-        return np.exp(x)
-    if scale == "logit":
-        return special.expit(x)
-    return x
 
 
 def individual_parameters(
@@ -79,12 +62,12 @@ def individual_parameters(
     out = {}
     for p in spec.parameters:
         if draw_typical:
-            center = _to_scale(p.prior.sample(rng, n), p.scale)
+            center = to_scale(p.prior.sample(rng, n), p.scale)
         else:
-            center = np.full(n, _to_scale(np.asarray(typical[p.name], dtype=float), p.scale))
+            center = np.full(n, to_scale(np.asarray(typical[p.name], dtype=float), p.scale))
         sd = omega.get(p.name, p.iiv.median() if p.iiv is not None else 0.0)
         eta = rng.standard_normal(n) * sd if iiv and sd > 0 else np.zeros(n)
-        out[p.name] = _from_scale(center + eta, p.scale)
+        out[p.name] = from_scale(center + eta, p.scale)
     return out
 
 

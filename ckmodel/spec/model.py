@@ -10,16 +10,46 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import sympy as sp
 
 from ckmodel.spec.prior import Prior
 
-__all__ = ["Parameter", "Output", "Switch", "State", "ModelSpec", "ERROR_MODELS", "SCALES"]
+__all__ = ["Parameter", "Output", "Switch", "State", "ModelSpec", "ERROR_MODELS", "SCALES",
+           "to_scale", "from_scale"]
 
 #: Residual error models an output may use.
 ERROR_MODELS = ("log_normal", "proportional", "additive", "combined", "student_t")
 #: Scales on which random effects act: theta_i = g^-1(g(theta_pop) + eta_i).
 SCALES = ("log", "logit", "linear")
+
+
+def to_scale(x: Any, scale: str) -> Any:
+    """A natural-scale parameter value on its own scale: log, logit or unchanged (linear).
+
+    Examples
+    --------
+    >>> float(to_scale(1.0, "log")), float(to_scale(0.5, "logit"))
+    (0.0, 0.0)
+    """
+    from scipy import special
+
+    x = np.asarray(x, dtype=float)
+    return {"log": np.log, "logit": special.logit}.get(scale, lambda v: v)(x)
+
+
+def from_scale(x: Any, scale: str) -> Any:
+    """Inverse of :func:`to_scale`: exp, expit or unchanged.
+
+    Examples
+    --------
+    >>> float(from_scale(0.0, "logit"))
+    0.5
+    """
+    from scipy import special
+
+    x = np.asarray(x, dtype=float)
+    return {"log": np.exp, "logit": special.expit}.get(scale, lambda v: v)(x)
 
 
 @dataclass(frozen=True)
