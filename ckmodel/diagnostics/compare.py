@@ -44,7 +44,8 @@ def _records_key(fit: Any) -> list[tuple[str, int]]:
         a = str(v).removeprefix("y_")
         dim = fit.idata.log_likelihood[v].dims[-1]
         rows = fit.idata.log_likelihood[v][dim].values
-        subj = const[f"subject_{a}"].values if f"subject_{a}" in const else rows
+        subj = (const[f"subject_{a}"].sel({dim: rows}).values if f"subject_{a}" in const
+                else rows)
         out += [(a, int(r), str(s)) for r, s in zip(rows, subj, strict=True)]
     return sorted(out)
 
@@ -79,7 +80,8 @@ def pointwise_loglik(fit: Any, by: str = "subject") -> xr.DataArray:
             parts.append(da.rename({dim: "record"}).assign_coords(
                 record=[f"{a}:{r}" for r in da[dim].values]))
         else:
-            subj = xr.DataArray(const[f"subject_{a}"].values.astype(str), dims=dim)
+            subj = xr.DataArray(const[f"subject_{a}"].sel({dim: da[dim].values}).values
+                                .astype(str), dims=dim)
             parts.append(da.groupby(subj.rename("subject")).sum())
     if by == "record":
         return xr.concat(parts, dim="record")
@@ -165,6 +167,9 @@ def compare_fits(fits: Mapping[str, Any] | Sequence[Any], *, by: str = "subject"
     data = {n: _idata(f, by) for n, f in named.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        # ArviZ 0.23 sorts with inplace=True, which pandas 3.1 deprecates (not our call)
+        warnings.filterwarnings("ignore", message=".*inplace keyword.*",
+                                category=DeprecationWarning)
         table = az.compare(data, ic="loo", var_name="ll")
         high = {n: int(np.sum(np.asarray(az.loo(d, pointwise=True, var_name="ll").pareto_k)
                               > K_HIGH)) for n, d in data.items()}
