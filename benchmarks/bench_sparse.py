@@ -8,6 +8,8 @@ ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
     python benchmarks/bench_sparse.py                       # defaults
     python benchmarks/bench_sparse.py --centered f0,tmax    # centre some random effects
     python benchmarks/bench_sparse.py --seeds 1,2,3 --json sparse.json
+    python benchmarks/bench_sparse.py --data trial --centered "" --centered f0,tmax
+                                           # the example trial, blood_marrow, all analytes
 """
 
 from __future__ import annotations
@@ -25,19 +27,28 @@ from ckmodel.testing import simulate_sparse_cohort
 
 
 def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
-    data, _ = simulate_sparse_cohort(n=args.n, seed=seed)
+    if args.data == "trial":
+        from ckmodel.data import read_ck
+        from ckmodel.resources import example_data
+        from ckmodel.spec import load_model
+
+        model, covariates = load_model("blood_marrow"), []
+        data = read_ck(example_data()[0], analytes=model.output_units)
+    else:
+        model, covariates = "expansion_biphasic", ["f0 ~ PRODUCT", "f0 ~ log(DOSE)"]
+        data, _ = simulate_sparse_cohort(n=args.n, seed=seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always", ConvergenceWarning)   # recorded, reported below
-        res = fit(data, "expansion_biphasic", seed=seed, draws=args.draws, tune=args.tune,
-                  chains=args.chains, covariates=["f0 ~ PRODUCT", "f0 ~ log(DOSE)"],
+        res = fit(data, model, seed=seed, draws=args.draws, tune=args.tune,
+                  chains=args.chains, covariates=covariates,
                   options=PopulationOptions(centered=centered), progressbar=False,
                   posterior_predictive=False, log_likelihood=False)
     wall = time.perf_counter() - t0
     c = res.meta["convergence"]
     table = convergence_table(res.idata)
     worst = table["ess_bulk"].idxmin()
-    return {"seed": seed, "centered": ",".join(centered) or "-", "wall_s": round(wall, 1),
+    return {"data": args.data, "seed": seed, "centered": ",".join(centered) or "-", "wall_s": round(wall, 1),
             "sampling_s": res.meta["sampling_seconds"], "divergences": c.get("divergences"),
             "max_rhat": round(c.get("max_rhat", float("nan")), 3),
             "min_ess_bulk": round(c.get("min_ess_bulk", float("nan"))), "worst": worst,
@@ -47,6 +58,7 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=("sparse", "trial"), default="sparse")
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--draws", type=int, default=500)
