@@ -48,7 +48,8 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
     c = res.meta["convergence"]
     table = convergence_table(res.idata)
     worst = table["ess_bulk"].idxmin()
-    return {"data": args.data, "seed": seed, "centered": ",".join(centered) or "-", "wall_s": round(wall, 1),
+    return {"data": args.data, "seed": seed, "centered": ",".join(centered) or "-",
+            "wall_s": round(wall, 1),
             "sampling_s": res.meta["sampling_seconds"], "divergences": c.get("divergences"),
             "max_rhat": round(c.get("max_rhat", float("nan")), 3),
             "min_ess_bulk": round(c.get("min_ess_bulk", float("nan"))), "worst": worst,
