@@ -69,8 +69,9 @@ def plot_vpc(result: Any, *, analytes: str | Sequence[str] | None = None,
         raise ValueError(f"no VPC for analyte(s) {unknown}; the VPC has {list(result.edges)}")
     strata = list(result.labels) or sorted(tab["STRATUM"].unique())
     fig, axes = grid(2 * len(names), len(strata), sharex=True, sharey=False,
-                     height_ratios=[3, 1] * len(names), panel=(3.8, 3.0))
-    prefix = "Prediction-corrected" if result.pc else ""
+                     height_ratios=[3, 1] * len(names),
+                     panel=(max(3.8, 7.5 / len(strata)), 3.0))
+    prefix = "Prediction-corrected\n" if result.pc else ""
     for i, a in enumerate(names):
         main_row, blq_row = axes[2 * i], axes[2 * i + 1]
         for j, s in enumerate(strata):
@@ -118,7 +119,7 @@ def plot_vpc(result: Any, *, analytes: str | Sequence[str] | None = None,
                         gid="blq-obs")
             bx.set_ylim(-0.03, 1.03)
             if j == 0:
-                ax.set_ylabel(value_label(a, result.units.get(a), prefix))
+                ax.set_ylabel(prefix + value_label(a, result.units.get(a)))
                 bx.set_ylabel("Fraction BLQ")
             if i == len(names) - 1:
                 bx.set_xlabel(time_label(result.time_unit))
@@ -130,7 +131,7 @@ def plot_vpc(result: Any, *, analytes: str | Sequence[str] | None = None,
                Patch(color=OKABE_ITO["orange"], alpha=0.4, label="simulated median, 95% CI"),
                Patch(color=OKABE_ITO["blue"], alpha=0.4, label="simulated 5th/95th, 95% CI"),
                Patch(color=OKABE_ITO["vermillion"], alpha=0.4, label="simulated BLQ, 95% CI")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)),
+    fig.legend(handles=handles, loc="outside lower center", ncols=5 if len(strata) > 2 else 3,
                fontsize="small", frameon=False)
     kind = "pcVPC" if result.pc else "VPC"
     fig.suptitle(f"{kind}: {result.n_sim} replicates of the trial with new subjects "
