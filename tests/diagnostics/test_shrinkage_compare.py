@@ -67,3 +67,12 @@ def test_compare_refuses_fits_of_other_records(small_fit, wrong_fit):
         compare_fits([fewer, wrong_fit])
     with pytest.raises(ValueError, match="at least two"):
         compare_fits([small_fit])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import ckmodel.diagnostics.shrinkage as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
