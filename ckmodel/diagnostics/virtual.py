@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
+
+from ckmodel.spec import from_scale, to_scale
 
 __all__ = ["RECORD_COLUMNS", "Replicates", "fit_records", "population_bands",
            "record_predictions", "simulate_replicates"]
@@ -44,19 +45,9 @@ _EPS = 1e-12
 
 
 def _forward(x: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "log":
-        return np.log(np.maximum(x, 1e-300))
-    if scale == "logit":
-        return special.logit(np.clip(x, _EPS, 1.0 - _EPS))
-    return x
-
-
-def _inverse(x: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "log":
-        return np.exp(x)
-    if scale == "logit":
-        return special.expit(x)
-    return x
+    """:func:`ckmodel.spec.to_scale`, kept finite at the edges of the support."""
+    lo, hi = {"log": (1e-300, np.inf), "logit": (_EPS, 1.0 - _EPS)}.get(scale, (-np.inf, np.inf))
+    return to_scale(np.clip(x, lo, hi), scale)
 
 
 def _analytes(fit: Any) -> list[str]:
@@ -157,7 +148,7 @@ def _typical_g(fit: Any) -> tuple[np.ndarray, list[str]]:
 def _params(fit: Any, g: np.ndarray) -> dict[str, np.ndarray]:
     """Natural-scale parameters from transformed ones (..., n_params), flattened."""
     pnames = [str(p) for p in fit.posterior["theta"].parameter.values]
-    return {p: _inverse(g[..., j], fit.spec.parameter(p).scale).ravel()
+    return {p: from_scale(g[..., j], fit.spec.parameter(p).scale).ravel()
             for j, p in enumerate(pnames)}
 
 
