@@ -57,6 +57,21 @@ _LAZY = {
     "operating_characteristics": "ckmodel.design",
     "run_escalation": "ckmodel.design",
     "atomic_write": "ckmodel.files",
+    "read_outcomes": "ckmodel.data",
+    "convergence_checks": "ckmodel.diagnostics",
+    "gof_table": "ckmodel.diagnostics",
+    "npde": "ckmodel.diagnostics",
+    "vpc": "ckmodel.diagnostics",
+    "eta_shrinkage": "ckmodel.diagnostics",
+    "compare_fits": "ckmodel.diagnostics",
+    "plot_gof": "ckmodel.plots",
+    "plot_vpc": "ckmodel.plots",
+    "plot_individual": "ckmodel.plots",
+    "plot_rank": "ckmodel.plots",
+    "plot_km": "ckmodel.plots",
+    "endpoint_table": "ckmodel.response",
+    "kaplan_meier": "ckmodel.response",
+    "clopper_pearson": "ckmodel.response",
 }
 
 __all__ = [
@@ -65,6 +80,7 @@ __all__ = [
     "CKData",
     "check_ck",
     "read_ck",
+    "read_outcomes",
     # description (NCA itself: ckmodel.nca.nca; the module keeps its name)
     "nca_summary",
     "plot_profiles",
@@ -85,6 +101,22 @@ __all__ = [
     "load_fit",
     "PopulationOptions",
     "ODEOptions",
+    # diagnostics
+    "convergence_checks",
+    "gof_table",
+    "npde",
+    "vpc",
+    "eta_shrinkage",
+    "compare_fits",
+    "plot_gof",
+    "plot_vpc",
+    "plot_individual",
+    "plot_rank",
+    # endpoints
+    "endpoint_table",
+    "kaplan_meier",
+    "clopper_pearson",
+    "plot_km",
     # dose escalation
     "AcceleratedTitration",
     "Cohort",
