@@ -213,9 +213,12 @@ def design_command(
     rules = _build(names, n_levels, target=target, skeleton=sk, cohort_size=cohort_size,
                    max_n=max_n, overdose_limit=overdose_limit)
     caps = {n: (max_n if n in ("3+3", "3+3-mtd6", "atd") else None) for n in names}
+    import logging
+
     from ckmodel.design import compare_designs, simulate_design
     from ckmodel.files import atomic_write
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # no cluster chatter
     where = (f"scheduler {scheduler}" if scheduler else
              f"{workers} local workers" if workers > 1 else "one core")
     say(f"simulating {n_trials} trials per run on {where} (seed {seed})")

@@ -61,7 +61,7 @@ def boin_boundaries(
     Examples
     --------
     >>> [round(b, 3) for b in boin_boundaries(0.3)]
-    [0.236, 0.358]
+    [0.236, 0.359]
     """
     phi = float(target)
     phi1 = 0.6 * phi if phi1 is None else float(phi1)

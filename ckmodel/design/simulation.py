@@ -217,7 +217,7 @@ def simulate_design(
     >>> from ckmodel.design import BOIN
     >>> sim = simulate_design(BOIN(target=0.3), [0.05, 0.1, 0.2, 0.35, 0.5], 2000, seed=1)
     >>> sim.p_select.round(2).tolist()
-    [0.0, 0.01, 0.27, 0.53, 0.16]
+    [0.0, 0.05, 0.39, 0.46, 0.1]
     """
     probs = _check_probs(true_dlt_probs)
     if int(n_trials) != n_trials or n_trials < 1:
