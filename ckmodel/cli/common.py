@@ -25,8 +25,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None,
                   help="Cellular kinetics of CAR-T therapies: check, NCA, simulate, fit, "
                        "summarise.")
-console = Console(stderr=False, width=None if sys.stdout.isatty() else 160, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160, highlight=False,
+                  markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
 log = logging.getLogger("ckmodel")
 
 #: Time units a data file's TIME may be in (``--time-unit``).
