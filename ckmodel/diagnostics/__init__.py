@@ -10,6 +10,7 @@ drawn from the posterior (:mod:`ckmodel.diagnostics.virtual`):
   Nguyen et al. 2012);
 - :func:`vpc`: VPC and pcVPC per analyte and stratum, with observed against simulated
   fraction BLQ; :meth:`VPC.to_csv` writes the table;
+- :func:`prior_posterior_table`: priors against posteriors, with posterior contraction;
 - :func:`eta_shrinkage`: ``1 - SD(posterior mean eta) / omega`` per parameter;
 - :func:`compare_fits`: PSIS-LOO ranking of fits of the same data (``az.compare``).
 """
@@ -20,6 +21,11 @@ from ckmodel.diagnostics.compare import compare_fits, loo, pointwise_loglik
 from ckmodel.diagnostics.convergence import convergence_checks, parameter_convergence
 from ckmodel.diagnostics.gof import gof_table
 from ckmodel.diagnostics.npde import npde, npde_arrays
+from ckmodel.diagnostics.priors import (
+    prior_posterior_densities,
+    prior_posterior_items,
+    prior_posterior_table,
+)
 from ckmodel.diagnostics.shrinkage import eta_shrinkage
 from ckmodel.diagnostics.strata import stratum_label, subject_strata
 from ckmodel.diagnostics.virtual import (
@@ -47,6 +53,9 @@ __all__ = [
     "parameter_convergence",
     "pointwise_loglik",
     "population_bands",
+    "prior_posterior_densities",
+    "prior_posterior_items",
+    "prior_posterior_table",
     "record_predictions",
     "simulate_replicates",
     "stratum_label",

@@ -197,6 +197,50 @@ class Prior:
             return rng.beta(p["alpha"], p["beta"], size)
         return rng.uniform(p["lower"], p["upper"], size)
 
+    def pdf(self, x: np.ndarray | float) -> np.ndarray:
+        """Density at natural-scale values ``x`` (0 outside the support), with SciPy.
+
+        Parameters
+        ----------
+        x : array_like
+            Values on the parameter's own scale and unit.
+
+        Returns
+        -------
+        numpy.ndarray
+            Densities, per unit of ``x``.
+        """
+        from scipy import stats
+
+        p, d = self.params, self.dist
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if d == "Normal":
+                out = stats.norm.pdf(x, p["mu"], p["sigma"])
+            elif d == "LogNormal":
+                out = stats.lognorm.pdf(x, s=p["sigma"], scale=np.exp(p["mu"]))
+            elif d == "LogitNormal":
+                inside = (x > 0) & (x < 1)
+                out = np.where(inside, stats.norm.pdf(special.logit(x), p["mu"], p["sigma"])
+                               / (x * (1 - x)), 0.0)
+            elif d == "HalfNormal":
+                out = stats.halfnorm.pdf(x, scale=p["sigma"])
+            elif d == "HalfCauchy":
+                out = stats.halfcauchy.pdf(x, scale=p["beta"])
+            elif d == "HalfStudentT":
+                out = np.where(x >= 0, 2 * stats.t.pdf(x, p["nu"], scale=p["sigma"]), 0.0)
+            elif d == "StudentT":
+                out = stats.t.pdf(x, p["nu"], loc=p["mu"], scale=p["sigma"])
+            elif d == "Exponential":
+                out = stats.expon.pdf(x, scale=1.0 / p["lam"])
+            elif d == "Gamma":
+                out = stats.gamma.pdf(x, p["alpha"], scale=1.0 / p["beta"])
+            elif d == "Beta":
+                out = stats.beta.pdf(x, p["alpha"], p["beta"])
+            else:
+                out = stats.uniform.pdf(x, p["lower"], p["upper"] - p["lower"])
+        return np.nan_to_num(np.asarray(out, dtype=float), nan=0.0, posinf=0.0)
+
     def median(self) -> float:
         """Median of the prior (typical value used for simulation from typical values)."""
         p = self.params
