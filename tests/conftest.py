@@ -28,3 +28,11 @@ def small_fit(sim_data):
         warnings.simplefilter("ignore", ConvergenceWarning)
         return fit(data, "expansion_biphasic", draws=400, tune=400, chains=2, seed=2,
                    progressbar=False)
+
+
+@pytest.fixture(scope="session")
+def small_fit_file(small_fit, tmp_path_factory):
+    """The session's small fit saved to NetCDF."""
+    path = tmp_path_factory.mktemp("fits") / "small.nc"
+    small_fit.save(path)
+    return path

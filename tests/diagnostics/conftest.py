@@ -25,14 +25,6 @@ def wrong_fit(sim_data):
                    progressbar=False, options=PopulationOptions(fixed={"alpha": 0.04}))
 
 
-@pytest.fixture(scope="session")
-def small_fit_file(small_fit, tmp_path_factory):
-    """The session's small fit saved to NetCDF."""
-    path = tmp_path_factory.mktemp("fits") / "small.nc"
-    small_fit.save(path)
-    return path
-
-
 def with_observations(fit, data):
     """A copy of ``fit`` whose observed records are those of ``data`` (same design)."""
     from ckmodel.diagnostics import fit_records

@@ -1,0 +1,136 @@
+"""Figures and equations as deterministic image bytes for the report.
+
+Matplotlib figures become PNG (no ``Software`` metadata) and typeset equations SVG (fixed
+``svg.hashsalt``, no ``Date`` or ``Creator``), so the same fit and seed give the same bytes.
+Equations come from :meth:`ModelSpec.to_latex <ckmodel.spec.ModelSpec.to_latex>` and are drawn
+by matplotlib's own mathtext: no TeX installation and no network (no MathJax) are needed to
+write or to read the report.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ckmodel.report.document import FigureBlock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ckmodel.spec.model import ModelSpec
+
+__all__ = ["figure_block", "equation_blocks", "equation_rows", "deterministic_rc", "DPI"]
+
+#: Resolution of report figures (dots per inch): sharp on screen, a few hundred kB each.
+DPI = 80
+#: Salt of the SVG element ids (fixed, so SVG bytes repeat).
+SVG_SALT = "ckmodel-report"
+
+
+@contextmanager
+def deterministic_rc() -> Iterator[None]:
+    """Matplotlib settings under which figure bytes depend only on the figure."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path",
+                                "path.simplify": True}):
+        yield
+
+
+def _png(fig: Any, dpi: int) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def figure_block(fig: Any, name: str, *, caption: str, dpi: int = DPI, alt: str = "",
+                 close: bool = True) -> FigureBlock:
+    """Render a matplotlib figure to a PNG :class:`FigureBlock` (and close it).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    name : str
+        Its name in the report (``gof``, ``vpc-PB_QPCR``).
+    caption : str
+        What it shows.
+
+    Other Parameters
+    ----------------
+    dpi : int
+        Resolution.
+    alt : str
+        Alternative text (default the caption).
+    close : bool
+        Close the figure after rendering (frees its memory).
+
+    Returns
+    -------
+    FigureBlock
+        Width in CSS pixels: the figure's width at 80 dpi, so text stays readable when the
+        browser scales it to the page.
+    """
+    with deterministic_rc():
+        data = _png(fig, dpi)
+    width = int(round(fig.get_size_inches()[0] * 80))
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return FigureBlock(name=name, data=data, mime="image/png", caption=caption,
+                       alt=alt or caption, width=width)
+
+
+def equation_rows(spec: ModelSpec) -> list[tuple[str, str]]:
+    """The rows of the spec's LaTeX ``aligned`` block as ``(group, equation)`` pairs.
+
+    Groups are ``"ode"`` (``dX/dt = ...``), ``"dose"`` (``X(0+) = ...``), ``"solution"`` (the
+    closed form ``X(t) = ...``) and ``"output"`` (analyte = ...); ``&=`` becomes ``=``.
+    """
+    tex = spec.to_latex().strip()
+    body = tex.removeprefix("\\begin{aligned}").removesuffix("\\end{aligned}").strip()
+    rows = []
+    for row in body.split("\\\\\n"):
+        eq = " ".join(row.split()).replace("&=", "=").strip()
+        if not eq:
+            continue
+        lhs = eq.split("=", 1)[0]
+        group = ("ode" if lhs.startswith("\\frac{d") else "dose" if "(0^+)" in lhs
+                 else "solution" if lhs.rstrip().endswith("(t)") else "output")
+        rows.append((group, eq))
+    return rows
+
+
+def _svg_equation(tex: str, fontsize: float) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(0.1, 0.1))
+    fig.text(0.0, 0.0, f"${tex}$", fontsize=fontsize)
+    buf = io.BytesIO()
+    with deterministic_rc():
+        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.04,
+                    transparent=True, metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
+
+
+def equation_blocks(spec: ModelSpec, *, fontsize: float = 13.0) -> list[tuple[str, FigureBlock]]:
+    """Each equation of ``spec`` as an SVG block, with its group (see :func:`equation_rows`).
+
+    An equation mathtext cannot typeset is skipped here; the report also prints every
+    equation as the model file writes it, so nothing is lost.
+
+    Returns
+    -------
+    list of (str, FigureBlock)
+        Group and block; blocks are named ``eq-<k>`` and marked ``inline``.
+    """
+    out = []
+    for k, (group, tex) in enumerate(equation_rows(spec), start=1):
+        try:
+            data = _svg_equation(tex, fontsize)
+        except ValueError:  # a construct mathtext does not know
+            continue
+        out.append((group, FigureBlock(name=f"eq-{k}", data=data, mime="image/svg+xml",
+                                       caption="", alt=tex, inline=True)))
+    return out
