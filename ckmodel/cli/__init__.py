@@ -17,6 +17,7 @@ from ckmodel.cli import (  # noqa: F401 (commands)
     diagnostics_commands,
     fit_commands,
     model_commands,
+    report_commands,
     response_commands,
 )
 from ckmodel.cli.common import app, setup_logging

@@ -146,6 +146,19 @@ def check_file(path: Path, option: str) -> Path:
     return path
 
 
+def load_fit_file(path: Path) -> Any:
+    """Read a saved fit for a command: a missing or unreadable file is a clear error."""
+    from ckmodel.errors import CKModelError, FitMismatchError
+    from ckmodel.fitting import load_fit
+
+    check_file(path, "FIT")
+    try:
+        with shown_warnings():
+            return load_fit(path)
+    except (FitMismatchError, OSError, CKModelError, ValueError) as exc:
+        fail(exc)
+
+
 def read_data(data: Path, *, outcomes: Path | None, column_map_value: str | None,
               units: dict[str, str], time_unit: str, model_units: dict[str, str] | None = None
               ) -> Any:

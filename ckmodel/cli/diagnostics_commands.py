@@ -14,8 +14,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ckmodel.cli.common import app, bad_option, check_file, console, fail, say, shown_warnings
-from ckmodel.errors import CKModelError, FitMismatchError
+from ckmodel.cli.common import (
+    app,
+    bad_option,
+    check_file,
+    console,
+    fail,
+    load_fit_file,
+    say,
+    shown_warnings,
+)
+from ckmodel.errors import CKModelError
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -55,17 +64,6 @@ def _figure_path(path: Path | None, option: str) -> None:
 def _csv_path(path: Path | None, option: str) -> None:
     if path is not None and path.suffix.lower() != ".csv":
         bad_option(option, f"{path}: the table must end in .csv")
-
-
-def _load(path: Path) -> Any:
-    from ckmodel.fitting import load_fit
-
-    check_file(path, "FIT")
-    try:
-        with shown_warnings():
-            return load_fit(path)
-    except (FitMismatchError, OSError, CKModelError, ValueError) as exc:
-        fail(exc)
 
 
 def _check_stratify(fit: Any, column: str | None) -> None:
@@ -113,7 +111,7 @@ def vpc(
     _figure_path(output, "--output")
     _csv_path(csv, "--csv")
     edges = parse_bins(bins)
-    fit = _load(fit_file)
+    fit = load_fit_file(fit_file)
     if fit.data is None:
         fail("this fit holds no data; a VPC needs the design and the observations")
     _check_stratify(fit, stratify)
@@ -160,7 +158,7 @@ def gof(
     """Goodness-of-fit panels of a saved fit: DV vs PRED/IPRED, NPDE vs time and PRED."""
     _figure_path(output, "--output")
     _csv_path(csv, "--csv")
-    fit = _load(fit_file)
+    fit = load_fit_file(fit_file)
     if fit.data is None:
         fail("this fit holds no data; GOF needs the design and the observations")
     _check_stratify(fit, stratify)
@@ -205,7 +203,7 @@ def compare(
     fits = {}
     for p in fit_files:
         name = p.stem if p.stem not in fits else str(p)
-        fits[name] = _load(p)
+        fits[name] = load_fit_file(p)
     from ckmodel.diagnostics import compare_fits
 
     try:

@@ -23,6 +23,7 @@ from ckmodel.cli.common import (
     check_time_unit,
     console,
     fail,
+    load_fit_file,
     parse_assignments,
     parse_numbers,
     read_data,
@@ -34,7 +35,6 @@ from ckmodel.errors import (
     CKModelError,
     ConvergenceWarning,
     DatasetError,
-    FitMismatchError,
     ModelSpecError,
 )
 
@@ -207,13 +207,8 @@ def summary(
 ) -> None:
     """Records used, convergence verdict and parameter table of a saved fit."""
     from ckmodel.files import atomic_write
-    from ckmodel.fitting import load_fit
 
-    try:
-        with shown_warnings():
-            result = load_fit(fit_file)
-    except (FitMismatchError, OSError, CKModelError) as exc:
-        fail(exc)
+    result = load_fit_file(fit_file)
     print_summary(result)
     if csv:
         atomic_write(csv, lambda p: result.summary().parameters.to_csv(p))
