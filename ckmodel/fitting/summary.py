@@ -180,8 +180,9 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
                          f" {a['seconds']:.0f} s)" for a in attempts)
         notes.append(f"run extended until converged (budget {meta.get('until_converged_seconds')}"
                      f" s): tuning+draws per chain {runs}")
-    for w in (meta.get("convergence") or {}).get("weak_iiv", []):
-        notes.append(w["advice"])
+    conv = meta.get("convergence") or {}
+    said = {str(p) for p in conv.get("problems", [])}  # a weak IIV that also fails its checks
+    notes += [w["advice"] for w in conv.get("weak_iiv", []) if w["advice"] not in said]
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
     return FitSummary(model=fit.spec.name, records=records_table(fit),
                       convergence=dict(meta.get("convergence") or {}),

@@ -55,8 +55,7 @@ def verdict_section(fit: Any) -> Section:
         advice = [str(m) for m in conv.get("problems", [])]
         if advice:
             blocks.append(Text(advice, "list"))
-    said = set(blocks[-1].text) if blocks and blocks[-1].kind == "list" else set()
-    notes = [n for n in summary.notes if not n.startswith("sampler ") and n not in said]
+    notes = [n for n in summary.notes if not n.startswith("sampler ")]
     if notes:
         blocks.append(Text(notes, "list"))
     if conv:
