@@ -22,6 +22,7 @@ from ckmodel.cli.common import (
     check_file,
     check_time_unit,
     console,
+    err_console,
     fail,
     load_fit_file,
     parse_assignments,
@@ -229,8 +230,10 @@ def demo(
     until_converged: Annotated[float | None, typer.Option(
         "--until-converged", metavar="SECONDS", min=1,
         help="Extend the fit until it converges, within this budget (seconds)")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="End with the HTML report of the fit")] = True,
 ) -> None:
-    """The main job on the bundled example trial: check, NCA, profile plots, fit, summary."""
+    """The main job on the bundled example trial: check, NCA, plots, fit, summary, report."""
     from ckmodel.data import check_ck
     from ckmodel.files import atomic_write
     from ckmodel.nca import nca as run_nca
@@ -283,3 +286,16 @@ def demo(
         fail(exc)
     say(f"fit: {spec.name}, {time.perf_counter() - t0:.1f} s -> {out / 'fit.nc'}")
     print_summary(result)
+    if not report:
+        return
+    from ckmodel.report import write_report
+
+    t0 = time.perf_counter()
+    try:
+        with shown_warnings():
+            path = write_report(result, out / "report.html", seed=seed,
+                                progress=lambda name: err_console.print(f"report: {name}"))
+    except (CKModelError, ValueError) as exc:
+        fail(exc)
+    say(f"report: {path} ({time.perf_counter() - t0:.0f} s): open it in a browser; it is one "
+        "self-contained file")
