@@ -85,7 +85,9 @@ def test_summary_of_saved_fit(small_fit, tmp_path):
     table = pd.read_csv(tmp_path / "s.csv", index_col=0)
     assert table.loc["tmax", "unit"] == "day"
     res = run("summary", str(tmp_path / "missing.nc"))
-    assert res.returncode == 1 and "Traceback" not in res.stderr
+    # a missing file is a usage error (exit 2), named, as for every command that reads a fit
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "missing.nc: no such file" in " ".join(res.stderr.split())
 
 
 def test_fit_command_quick_advi(tmp_path):
