@@ -214,6 +214,40 @@ def clean_profiles(time, conc, blq, lloq, actions, add_zero):
     return t[:, :width], c[:, :width], k, counts
 
 
+def segment_areas(t0: np.ndarray, t1: np.ndarray, c0: np.ndarray, c1: np.ndarray, *,
+                  log_down: bool = True, mask: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Areas of the segments (t0, c0)-(t1, c1) by the linear or the log trapezoid.
+
+    The log trapezoid is used where the value falls between two positive values
+    ("lin-up/log-down"; exact for an exponential decline).
+
+    Parameters
+    ----------
+    t0, t1, c0, c1 : numpy.ndarray
+        Segment ends (broadcast together).
+    log_down : bool
+        Use the log trapezoid on falling segments (False: linear everywhere).
+    mask : numpy.ndarray of bool, optional
+        Segments eligible for the log trapezoid (default all).
+
+    Returns
+    -------
+    area, is_log, logk : numpy.ndarray
+        Segment areas, where the log trapezoid was used, and ``log(c0 / c1)`` there (2.0
+        elsewhere, a placeholder that keeps later divisions finite).
+    """
+    fall = (c1 < c0) & (c1 > 0)
+    if mask is not None:
+        fall = fall & mask
+    is_log = fall if log_down else np.zeros_like(fall)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = (t1 - t0) * (c0 + c1) / 2.0
+        logk = np.log(np.where(is_log, c0 / np.where(is_log, c1, 1.0), 2.0))  # > 0 on log segments
+        area = np.where(is_log, (t1 - t0) * (c0 - c1) / logk, lin)
+    return area, is_log, logk
+
+
 def lambda_z(t, c, pos, tmax, tlast, clast, min_points, tolerance):
     """Terminal log-linear fit on the last n points after Tmax, best adjusted R^2 (PKNCA rule).
 
@@ -306,11 +340,8 @@ def nca_kernel(
     # Segment areas up to Tlast; cum[:, j] is the AUC from the first time to t_j (j <= last).
     t0, t1, c0, c1 = t[:, :-1], t[:, 1:], c[:, :-1], c[:, 1:]
     seg = has_pos[:, None] & (col[1:] <= last[:, None])
-    is_log = seg & (c1 < c0) & (c1 > 0) if auc_method == "lin-up/log-down" else np.zeros_like(seg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lin = (t1 - t0) * (c0 + c1) / 2.0
-        logk = np.log(np.where(is_log, c0 / np.where(is_log, c1, 1.0), 2.0))  # > 0 on log segments
-        area = np.where(is_log, (t1 - t0) * (c0 - c1) / logk, lin)
+    area, is_log, logk = segment_areas(t0, t1, c0, c1,
+                                       log_down=auc_method == "lin-up/log-down", mask=seg)
     cum = np.concatenate([np.zeros((n_prof, 1)), np.cumsum(np.where(seg, area, 0.0), 1)], 1)
     auclast = np.where(k >= 2, np.where(has_pos, cum[r, last], 0.0), nan)
 

@@ -86,16 +86,18 @@ from ckmodel._nca_kernel import (
     TIME_METRICS,
     check_time_unit,
     check_windows,
+    column_unit,
+    default_windows,
     nca_kernel,
     resolve_blq_rule,
+    segment_areas,
     window_name,
 )
-from ckmodel._nca_kernel import column_unit as _unit
 from ckmodel._nca_summary import nca_summary
 from ckmodel.errors import DatasetError, Problem
 
 __all__ = ["nca", "nca_arrays", "nca_summary", "NCA_COLUMNS", "COUNT_COLUMNS", "BLQ_RULES",
-           "TIME_METRICS"]
+           "TIME_METRICS", "column_unit", "default_windows", "segment_areas", "window_name"]
 
 BLQ_RULES = ("first-zero-rest-drop", "all-zero", "drop", "lloq-half")
 NCA_COLUMNS = (
@@ -403,7 +405,7 @@ def nca(
     for name in names:
         table[name] = res[name]
     table["BLQ_RULE"] = _rule_text(actions)
-    table.attrs["units"] = {a: {n: _unit(n, units.get(a, ""), unit) for n in names}
+    table.attrs["units"] = {a: {n: column_unit(n, units.get(a, ""), unit) for n in names}
                             for a in pd.unique(an_col)}  # fmt: skip
     table.attrs["time_unit"] = unit
     table.attrs["nca"] = {
