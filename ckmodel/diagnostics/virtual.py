@@ -187,8 +187,13 @@ def _solve_at_records(fit: Any, params: dict[str, np.ndarray], design: _Design,
     return out
 
 
-def _thin(n_total: int, n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n_total - 1, min(n, n_total)).astype(int))
+def _thin(fit: Any, n: int) -> np.ndarray:
+    """Stacked (chain-major) sample indices of :func:`ckmodel.fitting.result.thinned_draws`."""
+    from ckmodel.fitting.result import thinned_draws
+
+    n_chain, n_draw = fit.posterior.sizes["chain"], fit.posterior.sizes["draw"]
+    keep = thinned_draws(n_chain, n_draw, n)
+    return (np.arange(n_chain)[:, None] * n_draw + keep[None, :]).ravel()
 
 
 def record_predictions(fit: Any, *, n_draws: int = 200) -> pd.DataFrame:
@@ -216,7 +221,7 @@ def record_predictions(fit: Any, *, n_draws: int = 200) -> pd.DataFrame:
     rec = fit_records(fit)
     design = _design(fit)
     g_typ, iiv = _typical_g(fit)
-    idx = _thin(g_typ.shape[0], n_draws)
+    idx = _thin(fit, n_draws)
     theta = _draws(fit, "theta")[idx]
     pnames = [str(p) for p in fit.posterior["theta"].parameter.values]
     ipars = {p: theta[..., j].ravel() for j, p in enumerate(pnames)}

@@ -41,6 +41,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def thinned_draws(n_chain: int, n_draw: int, n_draws: int) -> np.ndarray:
+    """Draw indices kept from every chain to use about ``n_draws`` posterior draws in all.
+
+    The same ``max(1, n_draws // n_chain)`` evenly spaced draws of each chain (all of them
+    when there are fewer), so a thinned posterior keeps its (chain, draw) shape; the one
+    thinning rule of predictions, exposures and diagnostics. Deterministic.
+    """
+    per_chain = max(1, min(n_draw, int(n_draws) // max(n_chain, 1)))
+    return np.unique(np.linspace(0, n_draw - 1, per_chain).round().astype(int))
+
+
 @dataclass
 class Fit:
     """A fitted population CK model.
@@ -100,9 +111,8 @@ class Fit:
         t1 = t0 + 1.05 * (t1 - t0)
         return np.unique(np.concatenate([np.linspace(t0, t1, n), dose_t]))
 
-    def predict(self, times: Any = None, *, n_draws: int = 200,
-                quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
-        """Individual predictions over each subject's whole dosing history, from the posterior.
+    def trajectories(self, times: Any = None, *, n_draws: int = 200) -> xr.DataArray:
+        """Each subject's noise-free trajectory per posterior draw, over its dosing history.
 
         Every dose of the data (repeated doses, superposition, doses into the state their
         CMT names, switches such as anti-drug antibodies from their onset) enters the
@@ -115,16 +125,15 @@ class Fit:
             Times in the model's time unit on the data's clock (time since infusion for
             CAR-T); default :meth:`time_grid`.
         n_draws : int
-            Posterior draws used (evenly thinned over chains and draws; deterministic).
-        quantiles : tuple of float
-            Quantiles of the individual prediction over the posterior.
+            About this many posterior draws: the same evenly spaced draws of every chain
+            (``n_draws // chains`` each, at least one), so the result keeps (chain, draw).
+            Deterministic.
 
         Returns
         -------
-        xarray.Dataset
-            ``pred`` with dims (``quantile``, ``subject``, ``analyte``, ``time``): the
-            noise-free model prediction of each subject (IPRED band), in each output's unit
-            (coord ``unit``); attrs ``time_unit``, ``model``, ``n_draws``.
+        xarray.DataArray
+            Dims (``chain``, ``draw``, ``subject``, ``analyte``, ``time``), in each output's
+            unit (coord ``unit``); attrs ``time_unit``, ``model``, ``n_draws``.
         """
         from ckmodel.population.prepare import dosing_history, switch_onsets
         from ckmodel.solve import evaluate_outputs, solve_states
@@ -132,17 +141,20 @@ class Fit:
         if self.data is None:
             raise ValueError("this fit holds no data, so there is no dosing history to "
                              "predict over; use ckmodel.simulate for new subjects")
-        if n_draws < 1:
-            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        if isinstance(n_draws, bool) or int(n_draws) < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
         t = np.asarray(self.time_grid() if times is None else times, dtype=float)
-        if t.ndim != 1 or t.size == 0:
-            raise ValueError("times must be a non-empty 1-D array")
-        t = np.sort(t)
+        if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
+            raise ValueError("times must be a non-empty 1-D array of finite times")
+        t = np.unique(t)
         scale = float(self.meta.get("time_scale", 1.0))
-        theta = self.posterior["theta"].stack(sample=("chain", "draw"))
-        idx = np.unique(np.linspace(0, theta.sizes["sample"] - 1, n_draws).astype(int))
-        th = theta.isel(sample=idx).transpose("sample", "subject", "parameter").values
-        n_s, n_sub, _ = th.shape
+        theta = self.posterior["theta"]
+        theta = theta.isel(draw=thinned_draws(theta.sizes["chain"], theta.sizes["draw"],
+                                              int(n_draws)))
+        th = theta.transpose("chain", "draw", "subject", "parameter").values
+        n_c, n_d, n_sub, n_par = th.shape
+        n_s = n_c * n_d
+        th = th.reshape(n_s, n_sub, n_par)
         subjects = [str(s) for s in theta.subject.values]
         params = {p: th[:, :, j].ravel() for j, p in enumerate(self.spec.param_names)}
         dosing = dosing_history(self.data.doses, subjects, scale, self.spec)
@@ -158,15 +170,55 @@ class Fit:
                               onsets=onsets)
         pred = evaluate_outputs(self.spec, states, params, t, covs)
         analytes = list(self.spec.output_names)
-        arr = np.stack([pred[a].reshape(n_s, n_sub, t.size) for a in analytes], axis=2)
-        q = np.quantile(arr, quantiles, axis=0)
+        arr = np.stack([pred[a].reshape(n_c, n_d, n_sub, t.size) for a in analytes], axis=3)
+        return xr.DataArray(
+            arr, dims=("chain", "draw", "subject", "analyte", "time"),
+            coords={"chain": theta.chain.values, "draw": theta.draw.values,
+                    "subject": subjects, "analyte": analytes, "time": t,
+                    "unit": ("analyte", [self.spec.output(a).unit for a in analytes])},
+            attrs={"model": self.spec.name, "n_draws": int(n_s),
+                   "time_unit": self.spec.time_unit})
+
+    def predict(self, times: Any = None, *, n_draws: int = 200,
+                quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """Individual prediction bands over each subject's whole dosing history.
+
+        Quantiles over the posterior of :meth:`trajectories` (same ``times`` and
+        ``n_draws``).
+
+        Parameters
+        ----------
+        times : array, optional
+            Times in the model's time unit on the data's clock; default :meth:`time_grid`.
+        n_draws : int
+            About this many posterior draws (see :meth:`trajectories`).
+        quantiles : tuple of float
+            Quantiles of the individual prediction over the posterior.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``pred`` with dims (``quantile``, ``subject``, ``analyte``, ``time``): the
+            noise-free model prediction of each subject (IPRED band), in each output's unit
+            (coord ``unit``); attrs ``time_unit``, ``model``, ``n_draws``.
+        """
+        traj = self.trajectories(times, n_draws=n_draws)
+        flat = traj.stack(sample=("chain", "draw")).transpose("sample", ...).values
+        q = np.quantile(flat, quantiles, axis=0)
         return xr.Dataset({"pred": (("quantile", "subject", "analyte", "time"), q)},
-                          coords={"quantile": list(quantiles), "subject": subjects,
-                                  "analyte": analytes, "time": t,
-                                  "unit": ("analyte", [self.spec.output(a).unit
-                                                       for a in analytes])},
-                          attrs={"model": self.spec.name, "n_draws": int(idx.size),
-                                 "time_unit": self.spec.time_unit})
+                          coords={"quantile": list(quantiles), "subject": traj.subject.values,
+                                  "analyte": traj.analyte.values, "time": traj.time.values,
+                                  "unit": ("analyte", traj.unit.values)},
+                          attrs=dict(traj.attrs))
+
+    def exposure(self, **options: Any) -> xr.Dataset:
+        """Posterior draws of each subject's exposure metrics (Cmax, Tmax, AUC0-28 ...).
+
+        See :func:`ckmodel.exposure.exposure_draws`, to which ``options`` go.
+        """
+        from ckmodel.exposure import exposure_draws
+
+        return exposure_draws(self, **options)
 
     def diagnostics(self) -> pd.DataFrame:
         """R-hat and ESS of the population-level parameters."""

@@ -36,14 +36,18 @@ def test_ipred_is_the_posterior_median_of_fit_predict(small_fit):
 def test_pred_is_the_typical_subject(small_fit):
     from ckmodel.solve import evaluate_outputs, solve_states
 
-    rec = record_predictions(small_fit, n_draws=1)  # one draw: no median to take
+    rec = record_predictions(small_fit, n_draws=1)  # the first draw of each of the 2 chains
+    assert rec.attrs["n_draws"] == 2
     post = small_fit.posterior
-    params = {p: float(post[f"{p}_pop"].isel(chain=0, draw=0)) for p in
-              small_fit.spec.param_names}
     t = np.unique(rec["TIME"])
     for sid, dose in (("S00001", 1.0), ("S00024", 3.0)):
-        states = solve_states(small_fit.spec, params, t, amt=dose)
-        pred = evaluate_outputs(small_fit.spec, states, params, t)["PB_QPCR"][0]
+        preds = []
+        for chain in (0, 1):
+            params = {p: float(post[f"{p}_pop"].isel(chain=chain, draw=0)) for p in
+                      small_fit.spec.param_names}
+            states = solve_states(small_fit.spec, params, t, amt=dose)
+            preds.append(evaluate_outputs(small_fit.spec, states, params, t)["PB_QPCR"][0])
+        pred = np.median(preds, axis=0)
         got = rec.loc[rec["ID"] == sid, "PRED"].to_numpy()
         np.testing.assert_allclose(got, pred[np.searchsorted(t, rec.loc[rec["ID"] == sid,
                                                                           "TIME"])], rtol=1e-8)
