@@ -71,6 +71,10 @@ _LAZY = {
     "plot_km": "ckmodel.plots",
     "prior_posterior_table": "ckmodel.diagnostics",
     "plot_prior_posterior": "ckmodel.plots",
+    "exposure_draws": "ckmodel.exposure",
+    "exposure_table": "ckmodel.exposure",
+    "trajectory_metrics": "ckmodel.exposure",
+    "compare_with_nca": "ckmodel.exposure",
     "build_report": "ckmodel.report",
     "save_report": "ckmodel.report",
     "write_report": "ckmodel.report",
@@ -119,6 +123,11 @@ __all__ = [
     "plot_rank",
     "prior_posterior_table",
     "plot_prior_posterior",
+    # exposure
+    "exposure_draws",
+    "exposure_table",
+    "trajectory_metrics",
+    "compare_with_nca",
     # report
     "build_report",
     "save_report",

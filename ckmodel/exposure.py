@@ -212,7 +212,8 @@ def exposure_draws(fit: Any, *, analytes: Sequence[str] | None = None,
         One variable ``<ANALYTE>_<METRIC>`` per pair, dims (``chain``, ``draw``,
         ``subject``); attrs ``unit``, ``analyte``, ``metric`` (and ``lloq`` for
         ``T_ABOVE_LLOQ``); dataset attrs ``model``, ``time_unit``, ``n_draws``,
-        ``grid_points``, ``grid_end``, ``notes``.
+        ``grid_points``, ``grid_end``, ``notes`` (one string, "; "-separated: NetCDF
+        attributes are scalars).
     """
     if fit.data is None:
         raise ValueError("this fit holds no data: exposure needs each subject's dosing history")
@@ -231,7 +232,7 @@ def exposure_draws(fit: Any, *, analytes: Sequence[str] | None = None,
     grid = exposure_grid(fit) if times is None else np.unique(np.asarray(times, float))
     traj = fit.trajectories(grid, n_draws=n_draws).sel(analyte=chosen)
     lloq = _lloqs(fit, chosen)
-    units = dict(zip(traj.analyte.values, traj.unit.values, strict=True))
+    units = {str(a): str(u) for a, u in zip(traj.analyte.values, traj.unit.values, strict=True)}
     parts: dict[str, list[np.ndarray]] = {f"{a}_{m}": [] for a in chosen for m in want}
     for k in range(0, traj.sizes["draw"], max(1, int(chunk))):
         block = traj.isel(draw=slice(k, k + chunk))
@@ -241,7 +242,7 @@ def exposure_draws(fit: Any, *, analytes: Sequence[str] | None = None,
             for m in want:
                 parts[f"{a}_{m}"].append(vals[m])
     coords = {"chain": traj.chain.values, "draw": traj.draw.values,
-              "subject": traj.subject.values}
+              "subject": [str(s) for s in traj.subject.values]}
     ds = xr.Dataset(coords=coords)
     for a in chosen:
         for m in want:
@@ -252,14 +253,13 @@ def exposure_draws(fit: Any, *, analytes: Sequence[str] | None = None,
             ds[f"{a}_{m}"] = (("chain", "draw", "subject"),
                               np.concatenate(parts[f"{a}_{m}"], axis=1), attrs)
     hsct = int(fit.data.hsct_time.reindex(list(traj.subject.values)).notna().sum())
-    notes = [f"grid of {grid.size} times to {grid[-1]:g} {unit}s; T_ABOVE_LLOQ is bounded "
-             "by it"]
+    notes = [f"grid of {grid.size} times to {grid[-1]:g} {unit}s, which bounds T_ABOVE_LLOQ"]
     if hsct:
         notes.append(f"{hsct} subject(s) had allo-HSCT: their exposure after it is the "
                      "model's counterfactual CAR-T trajectory")
     ds.attrs.update({"model": fit.spec.name, "time_unit": unit, "n_draws": traj.attrs["n_draws"],
                      "grid_points": int(grid.size), "grid_end": float(grid[-1]),
-                     "notes": notes})
+                     "notes": "; ".join(notes)})
     return ds
 
 

@@ -288,12 +288,19 @@ def demo(
     print_summary(result)
     if not report:
         return
+    from ckmodel.exposure import exposure_draws, exposure_table
     from ckmodel.report import write_report
 
     t0 = time.perf_counter()
     try:
         with shown_warnings():
-            path = write_report(result, out / "report.html", seed=seed,
+            draws = exposure_draws(result)
+            atomic_write(out / "exposure.csv",
+                         lambda p: exposure_table(draws).to_csv(p, index=False,
+                                                                float_format="%.6g"))
+            say(f"exposure: model-based Cmax, AUC0-28d ... per subject -> "
+                f"{out / 'exposure.csv'}")
+            path = write_report(result, out / "report.html", seed=seed, exposure=draws,
                                 progress=lambda name: err_console.print(f"report: {name}"))
     except (CKModelError, ValueError) as exc:
         fail(exc)

@@ -89,6 +89,9 @@ def report(
         "--outcomes", help="Outcomes CSV for the endpoints section (default: the outcomes "
                            "saved with the fit's data, if any)")] = None,
     column_map_value: MapOpt = None,
+    exposure: Annotated[bool, typer.Option(
+        "--exposure/--no-exposure", help="Add the model-based exposure section (Cmax, AUC0-28d "
+                                        "... per subject, against NCA)")] = False,
     title: Annotated[str | None, typer.Option("--title", help="Report title")] = None,
     seed: SeedOpt = 1,
 ) -> None:
@@ -120,8 +123,14 @@ def report(
 
     try:
         with shown_warnings():
+            draws = None
+            if exposure:
+                from ckmodel.exposure import exposure_draws
+
+                progress("model-based exposure")
+                draws = exposure_draws(fit)
             path = write_report(fit, output, format=kind, seed=seed, n_sim=n_sim, bins=edges,
-                                outcomes=table, stratify=strat, title=title,
+                                outcomes=table, exposure=draws, stratify=strat, title=title,
                                 progress=progress)
     except (CKModelError, ValueError, KeyError) as exc:
         fail(exc)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ckmodel.report.document import Report, Section, as_blocks
 
 __all__ = ["build_report", "save_report", "write_report", "resolve_stratify", "REPORT_FORMATS"]
@@ -65,7 +67,7 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
         Outcomes table indexed by ID; default the fit's data's outcomes, if any. Gives the
         endpoints section.
     exposure : xarray.Dataset or pandas.DataFrame, optional
-        :func:`ckmodel.exposure.exposure_draws` or its table.
+        :func:`ckmodel.exposure.exposure_draws` (with the NCA comparison) or its table.
     responses : sequence of ResponseFit
         Exposure-response fits (:func:`ckmodel.response.fit_response`).
     selection : DoseSelection or pandas.DataFrame, optional
@@ -114,7 +116,13 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
     if out is not None and len(out):
         add("endpoints", lambda: X.endpoints_section(fit.data, outcomes, by=by))
     if exposure is not None:
-        add("exposure", lambda: X.exposure_section(exposure))
+        def exposure_part() -> Section:
+            from ckmodel.exposure import compare_with_nca
+
+            cmp = None if isinstance(exposure, pd.DataFrame) else compare_with_nca(fit, exposure)
+            return X.exposure_section(exposure, nca=cmp)
+
+        add("exposure", exposure_part)
     if responses:
         add("exposure-response", lambda: X.response_section(list(responses)))
     if selection is not None:

@@ -41,23 +41,31 @@ def endpoints_section(data: Any, outcomes: pd.DataFrame | None, *, by: str | Non
 
 
 def exposure_section(exposure: Any, *, nca: pd.DataFrame | None = None) -> Section:
-    """Model-based exposure per subject: median and 95 % interval of each metric."""
+    """Model-based exposure per subject: the trial's spread, per-subject intervals, vs NCA."""
     if isinstance(exposure, pd.DataFrame):
-        table = exposure
+        table, notes = exposure, ""
     else:
         from ckmodel.exposure import exposure_table
 
-        table = exposure_table(exposure)
+        table, notes = exposure_table(exposure), str(exposure.attrs.get("notes", ""))
     blocks: list = [Text("Posterior exposure of each subject from the individual trajectories "
-                         "over the whole dosing history (dense grid): median and 95 % credible "
-                         "interval.")]
+                         "over the whole dosing history on a dense grid (lin-up/log-down AUC "
+                         "as NCA computes it; time above the analyte's LLOQ): median and 95 % "
+                         "credible interval." + (f" Notes: {notes}." if notes else ""))]
     if {"ANALYTE", "METRIC", "UNIT", "MEDIAN"} <= set(table.columns):
         over = (table.groupby(["ANALYTE", "METRIC", "UNIT"], sort=False)["MEDIAN"]
                 .agg(SUBJECTS="size", MEDIAN="median", MIN="min", MAX="max").reset_index())
-        blocks.append(Table(over, caption="Subject posterior medians across the trial"))
-    blocks.append(Table(table, caption="Exposure per subject"))
-    if nca is not None:
-        blocks.append(Table(nca, caption="Model-based against NCA exposure"))
+        blocks.append(Table(over, caption="Across subjects: the median, smallest and largest "
+                                          "subject posterior median"))
+    if nca is not None and len(nca):
+        agree = (nca.groupby(["ANALYTE", "METRIC", "RICH"], sort=False)["RATIO"]
+                 .agg(PROFILES="size", MEDIAN_RATIO="median",
+                      Q10=lambda r: r.quantile(0.1), Q90=lambda r: r.quantile(0.9))
+                 .reset_index().rename(columns={"RICH": "RICH SAMPLING"}))
+        blocks.append(Table(agree, caption="NCA / model-based exposure per profile: on rich "
+                                           "profiles they should agree; on sparse ones NCA "
+                                           "misses the peak and truncates the AUC"))
+    blocks.append(Table(table, caption="Exposure per subject (median, 95 % CrI)"))
     return Section("exposure", "Model-based exposure", tuple(blocks))
 
 

@@ -136,10 +136,18 @@ def test_outcomes_extra_sections_and_pooled_strata(small_fit):
         "DLT": rng.integers(0, 2, len(ids)).astype(float),
         "EFS_TIME": rng.uniform(30, 300, len(ids)), "EFS_EVENT": rng.integers(0, 2, len(ids)),
     }, index=pd.Index(ids, name="ID"))
+    from ckmodel.exposure import exposure_draws
+
+    exposure = exposure_draws(small_fit, n_draws=20, metrics=["CMAX", "AUC0_28"])
     rep = build_report(small_fit, n_sim=N_SIM, outcomes=outcomes, stratify=None,
+                       exposure=exposure,
                        extra={"Team notes": ["Reviewed 2026-12-03.", outcomes.head(3)]})
     keys = [s.key for s in rep.sections]
-    assert keys[-3:] == ["endpoints", "extra-1", "provenance"]
+    assert keys[-4:] == ["endpoints", "exposure", "extra-1", "provenance"]
+    tables = [b.frame for b in rep.section("exposure").blocks if isinstance(b, Table)]
+    assert set(tables[0]["METRIC"]) == {"CMAX", "AUC0_28"}  # the trial's spread
+    assert "MEDIAN_RATIO" in tables[1].columns  # against NCA
+    assert len(tables[-1]) == 2 * len(ids)  # per subject and metric
     ends = next(b for b in rep.section("endpoints").blocks if isinstance(b, Table)).frame
     dlt = ends[ends["ENDPOINT"] == "DLT"].iloc[0]
     assert dlt["N"] == len(ids) and dlt["EVENTS"] == outcomes["DLT"].sum()
