@@ -1,0 +1,273 @@
+"""Bayesian exposure-response models: fit, coefficients, probabilities, save and load.
+
+:func:`fit_response` relates an endpoint of the outcomes table (binary, ordinal or time to
+event; :mod:`ckmodel.response.analysis`) to an exposure and baseline covariates, in PyMC
+(graphs and priors: :mod:`ckmodel.response.likelihoods`), sampled with nutpie and checked for
+convergence like every fit of the package. The exposure is an outcomes column (e.g. NCA Cmax
+merged in, or a baseline covariate) or, given a CK fit, a model-based metric
+(:mod:`ckmodel.exposure`) used two ways:
+
+- ``plugin``: each subject's posterior median exposure, as if known (the usual workflow);
+- ``propagate``: the CK posterior carried through as a latent exposure per subject (see
+  :mod:`ckmodel.response.likelihoods`), so its uncertainty reaches the coefficients.
+
+Coefficients are reported per unit of the exposure as entered (per unit of log exposure on
+the default log scale) and of each covariate: log odds ratios (binary; ordinal: towards a
+higher grade) or log hazard ratios (time to event).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ResponseFit", "load_response", "MODELS", "UNCERTAINTY"]
+
+#: Model choices per endpoint kind (the first is the default).
+MODELS = {"binary": ("logistic", "probit"), "ordinal": ("ordinal",),
+          "tte": ("weibull", "piecewise")}
+UNCERTAINTY = ("plugin", "propagate")
+
+
+@dataclass
+class ResponseFit:
+    """An exposure-response fit: what was modelled, the posterior and what it says.
+
+    Attributes
+    ----------
+    endpoint, kind, model : str
+        Endpoint name, ``binary``/``ordinal``/``tte`` and the model (``logistic`` ...).
+    exposure_metric : str or None
+        The exposure (outcomes column or model-based metric); None without exposure.
+    exposure_scale : {"log", "linear"}
+    covariates : tuple of str
+    uncertainty : {"plugin", "propagate"}
+    hsct : str
+        HSCT rule (time to event).
+    idata : arviz.InferenceData
+        Posterior (standardised coefficients ``beta`` per SD, ``alpha``/``cutpoints``/
+        ``log_lambda``/``log_shape``/``log_hazard``), sample stats and ``constant_data``
+        (the analysis table).
+    meta : dict
+        ``center``, ``scale`` (standardisation), ``terms``, ``rule``, ``left_out``, ``n``,
+        ``events``, ``t_ref``, ``cuts``, ``n_categories``, ``categories``, ``convergence``,
+        ``seed``, ``versions``, ``notes``.
+    """
+
+    endpoint: str
+    kind: str
+    model: str
+    exposure_metric: str | None
+    exposure_scale: str
+    covariates: tuple[str, ...]
+    uncertainty: str
+    hsct: str
+    idata: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # --- coefficients on the scale entered ---------------------------------------------------
+    def _draws(self, name: str) -> np.ndarray:
+        v = self.idata.posterior[name]
+        other = [d for d in v.dims if d not in ("chain", "draw")]
+        return v.transpose("chain", "draw", *other).values.reshape(-1, *v.shape[2:])
+
+    def slopes(self, suffix: str = "") -> np.ndarray:
+        """Per-unit slopes (samples x terms): ``beta / scale``."""
+        if not self.meta["terms"]:
+            return np.zeros((self._n_samples(), 0))
+        return self._draws(f"beta{suffix}") / np.asarray(self.meta["scale"])
+
+    def _n_samples(self) -> int:
+        post = self.idata.posterior
+        return int(post.sizes["chain"] * post.sizes["draw"])
+
+    def _shift(self, suffix: str = "") -> np.ndarray:
+        return self.slopes(suffix) @ np.asarray(self.meta["center"], float)
+
+    def term_names(self) -> list[str]:
+        """Terms as reported: ``log(EXPOSURE)`` (or the exposure) and the covariates."""
+        names = list(self.meta["terms"])
+        if self.exposure_metric is not None and names:
+            names[0] = (f"log({self.exposure_metric})" if self.exposure_scale == "log"
+                        else self.exposure_metric)
+        return names
+
+    def coefficient_draws(self) -> pd.DataFrame:
+        """Posterior draws of every reported term (columns), on the scale entered."""
+        out = {n: self.slopes()[:, j] for j, n in enumerate(self.term_names())}
+        shift = self._shift()
+        if self.kind == "binary":
+            out = {"intercept": self._draws("alpha") - shift, **out}
+        elif self.kind == "ordinal":
+            cuts = self._draws("cutpoints") + shift[:, None]
+            out.update({f"cut_{k + 1}": cuts[:, k] for k in range(cuts.shape[1])})
+        elif self.model == "weibull":
+            out = {"log_lambda": self._draws("log_lambda") - shift,
+                   "shape": np.exp(self._draws("log_shape")), **out}
+            if "log_lambda_hsct" in self.idata.posterior:
+                hs = self.slopes("_hsct")
+                out["hsct: log_lambda"] = self._draws("log_lambda_hsct") - self._shift("_hsct")
+                out["hsct: shape"] = np.exp(self._draws("log_shape_hsct"))
+                out.update({f"hsct: {n}": hs[:, j] for j, n in enumerate(self.term_names())})
+        else:
+            lh = self._draws("log_hazard") - shift[:, None]
+            out.update({f"log_hazard_{k + 1}": lh[:, k] for k in range(lh.shape[1])})
+        return pd.DataFrame(out)
+
+    def coefficients(self, level: float = 0.95) -> pd.DataFrame:
+        """One row per term: ``term, median, mean, sd, lower, upper`` (equal-tailed ``level``).
+
+        Slopes are log odds ratios (binary, ordinal towards a higher grade) or log hazard
+        ratios per unit of the exposure as entered (per unit of log exposure by default) and
+        of each covariate; ``intercept``/``cut_k``/``log_lambda`` at zero predictors.
+        """
+        d = self.coefficient_draws()
+        lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+        return pd.DataFrame({"term": d.columns, "median": d.median().to_numpy(),
+                             "mean": d.mean().to_numpy(), "sd": d.std(ddof=1).to_numpy(),
+                             "lower": d.quantile(lo).to_numpy(),
+                             "upper": d.quantile(hi).to_numpy()})
+
+    # --- predictions -------------------------------------------------------------------------
+    def _eta(self, exposure: Any, covariates: dict[str, float] | None, suffix: str = ""
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-unit linear predictor at the points (samples x points), from zero predictors."""
+        x = np.atleast_1d(np.asarray(exposure, float))
+        b = self.slopes(suffix)
+        terms = self.meta["terms"]
+        cov = dict(covariates or {})
+        eta = np.zeros((b.shape[0], x.size))
+        for j, t in enumerate(terms):
+            if j == 0 and self.exposure_metric is not None:
+                v = np.log(x) if self.exposure_scale == "log" else x
+            else:
+                v = np.full(x.size, float(cov.get(t, self.meta["center"][j])))
+            eta += b[:, [j]] * v[None, :]
+        return eta, x
+
+    def probability(self, exposure: Any, covariates: dict[str, float] | None = None,
+                    threshold: float | None = None) -> np.ndarray:
+        """Posterior draws of the event probability at each exposure (samples x points).
+
+        Binary: P(event). Ordinal: P(grade >= ``threshold``) (default the highest grade seen).
+        Time to event: P(event by time ``threshold``) (default ``t_ref``); with HSCT as a
+        competing event, its cumulative incidence (the probability of the event before any
+        transplant). Covariates default to the mean of the data.
+        """
+        from scipy import special, stats
+
+        eta, _ = self._eta(exposure, covariates)
+        d = self.coefficient_draws()
+        if self.kind == "binary":
+            lin = d["intercept"].to_numpy()[:, None] + eta
+            return special.expit(lin) if self.model == "logistic" else stats.norm.cdf(lin)
+        if self.kind == "ordinal":
+            cats = self.meta["categories"]
+            k = int(cats[-1] if threshold is None else threshold)
+            if k <= cats[0]:
+                return np.ones_like(eta)
+            j = min(k - cats[0], len(cats) - 1)
+            return special.expit(eta - d[f"cut_{j}"].to_numpy()[:, None])
+        t = float(self.meta["t_ref"] if threshold is None else threshold)
+        eta_h = (self._eta(exposure, covariates, "_hsct")[0]
+                 if "log_lambda_hsct" in self.idata.posterior else None)
+        return self._cumulative(t, eta, eta_h)
+
+    def _cumulative(self, t: float, eta: np.ndarray, eta_h: np.ndarray | None) -> np.ndarray:
+        d = self.coefficient_draws()
+        t_ref = float(self.meta["t_ref"])
+        if self.model == "piecewise":
+            from ckmodel.response.likelihoods import piece_exposure
+
+            at_risk, _ = piece_exposure(np.array([t]), np.asarray(self.meta["cuts"]))
+            cols = [c for c in d.columns if c.startswith("log_hazard_")]
+            base = (np.exp(d[cols].to_numpy()) / t_ref) @ at_risk[0]
+            return 1.0 - np.exp(-base[:, None] * np.exp(eta))
+        lam, k = np.exp(d["log_lambda"].to_numpy())[:, None], d["shape"].to_numpy()[:, None]
+        if eta_h is None:
+            return 1.0 - np.exp(-lam * (t / t_ref) ** k * np.exp(eta))
+        lam_h = np.exp(d["hsct: log_lambda"].to_numpy())[:, None]
+        k_h = d["hsct: shape"].to_numpy()[:, None]
+        grid = np.linspace(0.0, t, 4001)[1:] / t_ref
+        mid = (np.concatenate([[0.0], grid[:-1]]) + grid) / 2
+        du = np.diff(np.concatenate([[0.0], grid]))
+        total = 0.0
+        for m, w in zip(mid, du, strict=True):  # CIF = int h1(u) S(u) du (midpoint rule)
+            h1 = lam * k * m ** (k - 1) * np.exp(eta)
+            cum = lam * m ** k * np.exp(eta) + lam_h * m ** k_h * np.exp(eta_h)
+            total = total + h1 * np.exp(-cum) * w
+        return total
+
+    def exposure_at(self, probability: float, covariates: dict[str, float] | None = None,
+                    threshold: float | None = None) -> np.ndarray:
+        """Posterior draws of the exposure (as entered) at which the probability is reached.
+
+        Binary and ordinal (P(grade >= ``threshold``)) models: closed form per draw; e.g. the
+        exposure giving a 30 % DLT probability. NaN where the slope is not positive.
+        """
+        from scipy import special, stats
+
+        if self.exposure_metric is None:
+            raise ValueError("this model has no exposure term")
+        if self.kind == "tte":
+            raise ValueError("exposure_at is defined for binary and ordinal models")
+        if not 0.0 < probability < 1.0:
+            raise ValueError(f"probability must be between 0 and 1, got {probability}")
+        d = self.coefficient_draws()
+        eta0, _ = self._eta(1.0 if self.exposure_scale == "log" else 0.0, covariates)
+        b = self.slopes()[:, 0]
+        rest = eta0[:, 0]  # the covariates' part: the exposure term is zero at log 1 (or 0)
+        if self.kind == "binary":
+            target = special.logit(probability) if self.model == "logistic" else \
+                stats.norm.ppf(probability)
+            g = (target - d["intercept"].to_numpy() - rest) / b
+        else:
+            cats = self.meta["categories"]
+            k = int(cats[-1] if threshold is None else threshold)
+            j = min(max(k - cats[0], 1), len(cats) - 1)
+            g = (special.logit(probability) + d[f"cut_{j}"].to_numpy() - rest) / b
+        g = np.where(b > 0, g, np.nan)
+        return np.exp(g) if self.exposure_scale == "log" else g
+
+    # --- files -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fit as one NetCDF file (atomically); :func:`load_response` reads it."""
+        from ckmodel.files import atomic_write
+
+        header = {"endpoint": self.endpoint, "kind": self.kind, "model": self.model,
+                  "exposure_metric": self.exposure_metric,
+                  "exposure_scale": self.exposure_scale, "covariates": list(self.covariates),
+                  "uncertainty": self.uncertainty, "hsct": self.hsct, "meta": self.meta}
+        idata = self.idata.copy()
+        idata.posterior.attrs["ckmodel_response"] = json.dumps(header, default=_jsonable)
+        path = Path(path)
+        atomic_write(path, lambda p: idata.to_netcdf(str(p)))
+        return path
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer | np.floating):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def load_response(path: str | Path) -> ResponseFit:
+    """Read a :meth:`ResponseFit.save` file (text and arrays only; nothing is executed)."""
+    import arviz as az
+
+    idata = az.from_netcdf(str(path))
+    raw = idata.posterior.attrs.get("ckmodel_response")
+    if raw is None:
+        raise ValueError(f"{path}: not an exposure-response fit written by ckmodel")
+    h = json.loads(raw)
+    return ResponseFit(endpoint=h["endpoint"], kind=h["kind"], model=h["model"],
+                       exposure_metric=h["exposure_metric"], exposure_scale=h["exposure_scale"],
+                       covariates=tuple(h["covariates"]), uncertainty=h["uncertainty"],
+                       hsct=h["hsct"], idata=idata, meta=h["meta"])
