@@ -15,6 +15,7 @@ from ckmodel.cli import (  # noqa: F401 (commands)
     data_commands,
     design_commands,
     diagnostics_commands,
+    er_commands,
     exposure_commands,
     fit_commands,
     model_commands,

@@ -13,7 +13,8 @@ from ckmodel.plots.individual import plot_individual
 from ckmodel.plots.km import plot_km
 from ckmodel.plots.priors import plot_prior_posterior
 from ckmodel.plots.profiles import plot_profiles, plot_profiles_by_subject
+from ckmodel.plots.response import plot_forest, plot_response
 from ckmodel.plots.vpc import plot_vpc
 
-__all__ = ["plot_gof", "plot_individual", "plot_km", "plot_profiles",
-           "plot_prior_posterior", "plot_profiles_by_subject", "plot_rank", "plot_vpc"]
+__all__ = ["plot_forest", "plot_gof", "plot_individual", "plot_km", "plot_prior_posterior",
+           "plot_profiles", "plot_profiles_by_subject", "plot_rank", "plot_response", "plot_vpc"]

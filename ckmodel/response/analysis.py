@@ -141,7 +141,8 @@ def analysis_table(outcomes: pd.DataFrame, endpoint: str, *, exposure: pd.Series
     exposure_scale : {"log", "linear"}
         The model uses ``log(exposure)`` (default) or the exposure itself.
     covariates : sequence of str
-        Baseline columns, from ``outcomes`` or else ``covariate_table``.
+        Baseline columns, from ``outcomes`` or else ``covariate_table``; ``log(COLUMN)``
+        enters the log of a positive column (e.g. ``log(BM_BLAST_PCT)``).
     covariate_table : pandas.DataFrame, optional
         Subject-level covariates (e.g. the CK file's, index ID).
     hsct : {"censor", "competing", "ignore"}
@@ -183,10 +184,11 @@ def analysis_table(outcomes: pd.DataFrame, endpoint: str, *, exposure: pd.Series
             x = np.log(x.where(~miss))
         frame = frame.assign(X=x)[~miss]
     for c in covariates:
-        if c in outcomes.columns:
-            v = outcomes[c]
-        elif covariate_table is not None and c in covariate_table.columns:
-            v = covariate_table[c]
+        col = c[4:-1] if c.startswith("log(") and c.endswith(")") else c
+        if col in outcomes.columns:
+            v = outcomes[col]
+        elif covariate_table is not None and col in covariate_table.columns:
+            v = covariate_table[col].copy()
             v.index = v.index.astype(str)
         else:
             cols = list(outcomes.columns) + ([] if covariate_table is None
@@ -195,6 +197,9 @@ def analysis_table(outcomes: pd.DataFrame, endpoint: str, *, exposure: pd.Series
                              f"columns: {', '.join(map(str, cols))}")
         v = pd.to_numeric(v, errors="coerce").reindex(frame.index.astype(str))
         v.index = frame.index
+        if col != c:  # log(COLUMN): positive values only
+            left[f"{col} <= 0 (log)"] = int((v <= 0).sum())
+            v = np.log(v.where(v > 0))
         left[f"no {c}"] = int(v.isna().sum())
         frame = frame.assign(**{c: v})[v.notna()]
     if kind == "ordinal":

@@ -21,7 +21,7 @@ __all__ = ["fit_response", "exposure_for_response", "default_cuts"]
 
 
 def exposure_for_response(fit: Any, metric: str, *, scale: str = "log", n_draws: int = 400
-                          ) -> tuple[pd.Series, pd.Series, pd.Series, str]:
+                          ) -> tuple[pd.Series, pd.Series, pd.Series, str, str]:
     """A model-based exposure per subject, with its CK posterior spread.
 
     The posterior median, and the mean and SD of the model-scale exposure (log by default)
@@ -31,8 +31,8 @@ def exposure_for_response(fit: Any, metric: str, *, scale: str = "log", n_draws:
     -------
     median, mu, sd : pandas.Series
         Indexed by subject ID.
-    name : str
-        The variable, e.g. ``PB_QPCR_AUC0_28``.
+    name, unit : str
+        The variable, e.g. ``PB_QPCR_AUC0_28``, and its unit.
     """
     from ckmodel.exposure import exposure_draws, resolve_metric
 
@@ -44,7 +44,7 @@ def exposure_for_response(fit: Any, metric: str, *, scale: str = "log", n_draws:
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.log(flat) if scale == "log" else flat
     return (pd.Series(np.median(flat, axis=1), index=ids), pd.Series(v.mean(axis=1), index=ids),
-            pd.Series(v.std(axis=1, ddof=1), index=ids), name)
+            pd.Series(v.std(axis=1, ddof=1), index=ids), name, str(ds[name].attrs["unit"]))
 
 
 def default_cuts(time: np.ndarray, event: np.ndarray, pieces: int = 4) -> np.ndarray:
@@ -143,9 +143,9 @@ def fit_response(outcomes: Any, endpoint: str, *, exposure: str | None = None,
     if fit is not None and fit.data is not None:
         cov = fit.data.covariates
     x = x_mu = x_sd = None
-    name = exposure
+    name, unit = exposure, ""
     if exposure is not None and fit is not None:
-        x, x_mu, x_sd, name = exposure_for_response(fit, exposure, scale=exposure_scale)
+        x, x_mu, x_sd, name, unit = exposure_for_response(fit, exposure, scale=exposure_scale)
     elif exposure is not None:
         if exposure in table_o.columns:
             x = table_o[exposure]
@@ -188,7 +188,9 @@ def fit_response(outcomes: Any, endpoint: str, *, exposure: str | None = None,
     design = make_design(table, terms, sd)
     meta: dict[str, Any] = {"terms": terms, "center": design["center"].tolist(),
                             "scale": design["scale"].tolist(), "rule": info["rule"],
-                            "left_out": info["left_out"], "n": info["n"], "seed": int(seed)}
+                            "left_out": info["left_out"], "n": info["n"], "seed": int(seed),
+                            "exposure_unit": unit,
+                            "time_unit": fit.spec.time_unit if fit is not None else "day"}
     if kind == "binary":
         y = table["Y"].to_numpy(int)
         meta["events"] = int(y.sum())

@@ -84,7 +84,7 @@ def linear_predictor(design: dict[str, Any], z: Any = None, suffix: str = "") ->
         return pt.zeros(design["n"])
     z = standardised(design) if z is None else z
     beta = pm.Normal(f"beta{suffix}", 0.0, SLOPE_SD, dims="term")
-    return pt.dot(z, beta)
+    return pt.sum(z * beta[None, :], axis=1)  # (not dot: numba warns on strided matrices)
 
 
 def binary_model(y: np.ndarray, design: dict[str, Any], *, link: str = "logistic") -> Any:

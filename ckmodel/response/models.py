@@ -234,6 +234,12 @@ class ResponseFit:
         g = np.where(b > 0, g, np.nan)
         return np.exp(g) if self.exposure_scale == "log" else g
 
+    def plot(self, **options: Any) -> Any:
+        """:func:`ckmodel.plots.plot_response` of this fit."""
+        from ckmodel.plots.response import plot_response
+
+        return plot_response(self, **options)
+
     # --- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the fit as one NetCDF file (atomically); :func:`load_response` reads it."""
