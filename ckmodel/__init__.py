@@ -79,6 +79,11 @@ _LAZY = {
     "save_report": "ckmodel.report",
     "write_report": "ckmodel.report",
     "endpoint_table": "ckmodel.response",
+    "fit_response": "ckmodel.response",
+    "load_response": "ckmodel.response",
+    "ResponseFit": "ckmodel.response",
+    "plot_response": "ckmodel.plots",
+    "plot_forest": "ckmodel.plots",
     "kaplan_meier": "ckmodel.response",
     "clopper_pearson": "ckmodel.response",
 }
@@ -132,8 +137,13 @@ __all__ = [
     "build_report",
     "save_report",
     "write_report",
-    # endpoints
+    # endpoints and exposure-response
     "endpoint_table",
+    "fit_response",
+    "load_response",
+    "ResponseFit",
+    "plot_response",
+    "plot_forest",
     "kaplan_meier",
     "clopper_pearson",
     "plot_km",

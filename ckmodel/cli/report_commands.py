@@ -92,6 +92,8 @@ def report(
     exposure: Annotated[bool, typer.Option(
         "--exposure/--no-exposure", help="Add the model-based exposure section (Cmax, AUC0-28d "
                                         "... per subject, against NCA)")] = False,
+    er: Annotated[list[Path] | None, typer.Option(
+        "--er", help="Exposure-response fit written by 'ckmodel response' (repeat)")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title")] = None,
     seed: SeedOpt = 1,
 ) -> None:
@@ -112,6 +114,15 @@ def report(
     except ValueError as exc:
         bad_option("--stratify", str(exc).removeprefix("stratify: "))
     table = _outcomes(outcomes, column_map_value, fit)
+    responses = []
+    for path in er or []:
+        from ckmodel.response.models import load_response
+
+        check_file(path, "--er")
+        try:
+            responses.append(load_response(path))
+        except (OSError, ValueError) as exc:
+            bad_option("--er", str(exc))
 
     import matplotlib
 
@@ -130,8 +141,8 @@ def report(
                 progress("model-based exposure")
                 draws = exposure_draws(fit)
             path = write_report(fit, output, format=kind, seed=seed, n_sim=n_sim, bins=edges,
-                                outcomes=table, exposure=draws, stratify=strat, title=title,
-                                progress=progress)
+                                outcomes=table, exposure=draws, responses=responses,
+                                stratify=strat, title=title, progress=progress)
     except (CKModelError, ValueError, KeyError) as exc:
         fail(exc)
     size = path.stat().st_size / 1e6

@@ -70,29 +70,58 @@ def exposure_section(exposure: Any, *, nca: pd.DataFrame | None = None) -> Secti
 
 
 def _response_blocks(res: Any, k: int) -> list:
-    name = f"{getattr(res, 'endpoint', 'response')}"
-    blocks: list = [Text(f"{name}: {getattr(res, 'kind', '')} model "
-                         f"{getattr(res, 'model', '')} in {getattr(res, 'exposure_scale', 'log')} "
-                         f"{getattr(res, 'exposure_metric', 'exposure')}; exposure uncertainty "
-                         f"{getattr(res, 'uncertainty', 'plugin')}"
-                         + (f"; allo-HSCT as {res.hsct}" if getattr(res, "hsct", None) else "")
-                         + ".")]
-    coef = res.coefficients()
-    blocks.append(Table(coef, caption=f"{name}: coefficients (median, 95 % CrI; log odds or "
-                                      "log hazard ratio per unit of the exposure as entered)"))
-    plot = getattr(res, "plot", None)
-    if callable(plot):
-        blocks.append(figure_block(plot(), f"er-{k}", caption=f"{name} against "
-                                   f"{getattr(res, 'exposure_metric', 'exposure')}: model "
-                                   "median and 95 % band, observed proportions in exposure bins"))
+    import numpy as np
+
+    m = res.meta
+    conv = m.get("convergence", {})
+    verdict = ("converged" if conv.get("ok") else "NOT CONVERGED: "
+               + "; ".join(map(str, conv.get("problems", []))))
+    left = m.get("left_out") or {}
+    blocks: list = [Text(f"{res.endpoint}: {res.kind} endpoint, {res.model} model of "
+                         f"{res.exposure_scale} {res.exposure_metric or '(no exposure)'}"
+                         + (f" and {', '.join(res.covariates)}" if res.covariates else "")
+                         + f"; exposure uncertainty {res.uncertainty}; {m.get('n')} subjects, "
+                         f"{m.get('events')} events; {m.get('rule')}"
+                         + (f"; left out: {left}" if left else "") + f"; sampler {verdict}.",
+                         "p" if conv.get("ok") else "alert")]
+    blocks.append(Table(res.coefficients(), caption=f"{res.endpoint}: coefficients (median, "
+                        "95 % CrI; log odds ratio, towards a higher grade for ordinal, or log "
+                        "hazard ratio, per unit of the exposure as entered)"))
+    if res.exposure_metric is not None and res.kind in ("binary", "ordinal"):
+        rows = []
+        for p in (0.1, 0.2, 0.3):
+            x = res.exposure_at(p)
+            ok = np.isfinite(x)
+            if ok.mean() < 0.5:
+                continue
+            lo, med, hi = np.quantile(x[ok], [0.025, 0.5, 0.975])
+            rows.append({"probability": p, "exposure (median)": med, "2.5%": lo, "97.5%": hi,
+                         "draws with a positive slope %": 100 * ok.mean()})
+        if rows:
+            unit = m.get("exposure_unit") or ""
+            blocks.append(Table(pd.DataFrame(rows), caption=f"{res.exposure_metric}"
+                                f"{f' ({unit})' if unit else ''} at which P({res.endpoint}) "
+                                "reaches 10, 20 and 30 % (covariates at their means)"))
+    if res.exposure_metric is not None:
+        blocks.append(figure_block(res.plot(), f"er-{k}", caption=f"{res.endpoint} against "
+                                   f"{res.exposure_metric}: model median and 95 % band, "
+                                   "observed proportions in exposure tertiles (exact 95 % CI)"
+                                   if res.kind != "tte" else f"{res.endpoint}: Kaplan-Meier "
+                                   "by exposure tertile against the model at each tertile's "
+                                   "median exposure"))
     return blocks
 
 
 def response_section(responses: Sequence[Any]) -> Section:
     """Each exposure-response fit: what was modelled, its coefficients and its curve."""
+    from ckmodel.plots.response import plot_forest
+
     blocks: list = []
     for k, res in enumerate(responses, start=1):
         blocks += _response_blocks(res, k)
+    if sum(1 for r in responses if r.term_names()) > 1:
+        blocks.append(figure_block(plot_forest(responses), "er-forest",
+                                   caption="Effects of every model (median, 95 % CrI)"))
     return Section("response", "Exposure-response", tuple(blocks))
 
 

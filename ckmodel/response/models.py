@@ -232,7 +232,10 @@ class ResponseFit:
             j = min(max(k - cats[0], 1), len(cats) - 1)
             g = (special.logit(probability) + d[f"cut_{j}"].to_numpy() - rest) / b
         g = np.where(b > 0, g, np.nan)
-        return np.exp(g) if self.exposure_scale == "log" else g
+        if self.exposure_scale == "linear":
+            return g
+        with np.errstate(over="ignore"):  # a slope near 0 puts the exposure out of reach: inf
+            return np.exp(g)
 
     def plot(self, **options: Any) -> Any:
         """:func:`ckmodel.plots.plot_response` of this fit."""
