@@ -98,7 +98,7 @@ def plot_response(res: Any, *, bins: int = 3, level: float = 0.95, ax: Any = Non
                     label=f"tertile {g + 1} (n={int(m.sum())}): KM" if bins == 3
                     else f"bin {g + 1} (n={int(m.sum())}): KM")
             xm = float(np.median(x[m]))
-            surv = np.stack([1 - res.probability([xm], threshold=h)[:, 0] for h in horizon], 1)
+            surv = 1.0 - res.event_probability([xm], horizon)[:, 0, :]
             ax.plot(horizon, np.median(surv, axis=0), color=colour, ls="--", lw=1.2)
             ax.fill_between(horizon, np.quantile(surv, lo_q, axis=0),
                             np.quantile(surv, hi_q, axis=0), color=colour, alpha=0.15, lw=0)

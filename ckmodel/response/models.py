@@ -69,6 +69,7 @@ class ResponseFit:
     hsct: str
     idata: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # --- coefficients on the scale entered ---------------------------------------------------
     def _draws(self, name: str) -> np.ndarray:
@@ -99,6 +100,11 @@ class ResponseFit:
 
     def coefficient_draws(self) -> pd.DataFrame:
         """Posterior draws of every reported term (columns), on the scale entered."""
+        if "coef" not in self._cache:
+            self._cache["coef"] = self._coefficient_draws()
+        return self._cache["coef"].copy()
+
+    def _coefficient_draws(self) -> pd.DataFrame:
         out = {n: self.slopes()[:, j] for j, n in enumerate(self.term_names())}
         shift = self._shift()
         if self.kind == "binary":
@@ -106,16 +112,21 @@ class ResponseFit:
         elif self.kind == "ordinal":
             cuts = self._draws("cutpoints") + shift[:, None]
             out.update({f"cut_{k + 1}": cuts[:, k] for k in range(cuts.shape[1])})
-        elif self.model == "weibull":
-            out = {"log_lambda": self._draws("log_lambda") - shift,
-                   "shape": np.exp(self._draws("log_shape")), **out}
+        elif self.model == "weibull":  # per the data's time unit: H(t) = lambda t^k e^eta
+            log_tref = np.log(float(self.meta["t_ref"]))
+            shape = np.exp(self._draws("log_shape"))
+            out = {"log_lambda": self._draws("log_lambda") - shift - shape * log_tref,
+                   "shape": shape, **out}
             if "log_lambda_hsct" in self.idata.posterior:
                 hs = self.slopes("_hsct")
-                out["hsct: log_lambda"] = self._draws("log_lambda_hsct") - self._shift("_hsct")
-                out["hsct: shape"] = np.exp(self._draws("log_shape_hsct"))
+                shape_h = np.exp(self._draws("log_shape_hsct"))
+                out["hsct: log_lambda"] = (self._draws("log_lambda_hsct") - self._shift("_hsct")
+                                           - shape_h * log_tref)
+                out["hsct: shape"] = shape_h
                 out.update({f"hsct: {n}": hs[:, j] for j, n in enumerate(self.term_names())})
-        else:
-            lh = self._draws("log_hazard") - shift[:, None]
+        else:  # per the data's time unit
+            lh = (self._draws("log_hazard") - shift[:, None]
+                  - np.log(float(self.meta["t_ref"])))
             out.update({f"log_hazard_{k + 1}": lh[:, k] for k in range(lh.shape[1])})
         return pd.DataFrame(out)
 
@@ -124,7 +135,9 @@ class ResponseFit:
 
         Slopes are log odds ratios (binary, ordinal towards a higher grade) or log hazard
         ratios per unit of the exposure as entered (per unit of log exposure by default) and
-        of each covariate; ``intercept``/``cut_k``/``log_lambda`` at zero predictors.
+        of each covariate; ``intercept``/``cut_k``/``log_lambda`` at zero predictors; the
+        Weibull ``log_lambda`` and ``shape`` (``H(t) = lambda t^shape e^eta``) and the
+        piecewise ``log_hazard_k`` are per the data's time unit.
         """
         d = self.coefficient_draws()
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
@@ -174,34 +187,48 @@ class ResponseFit:
             j = min(k - cats[0], len(cats) - 1)
             return special.expit(eta - d[f"cut_{j}"].to_numpy()[:, None])
         t = float(self.meta["t_ref"] if threshold is None else threshold)
-        eta_h = (self._eta(exposure, covariates, "_hsct")[0]
-                 if "log_lambda_hsct" in self.idata.posterior else None)
-        return self._cumulative(t, eta, eta_h)
+        return self.event_probability(exposure, [t], covariates)[..., 0]
 
-    def _cumulative(self, t: float, eta: np.ndarray, eta_h: np.ndarray | None) -> np.ndarray:
+    def event_probability(self, exposure: Any, times: Any,
+                          covariates: dict[str, float] | None = None) -> np.ndarray:
+        """Time to event: P(event by each time), draws x exposures x times.
+
+        1 - S(t); with allo-HSCT as a competing event, the cumulative incidence
+        ``int_0^t h1(u) exp(-H1(u) - H2(u)) du`` (midpoint rule on 4000 steps to the last
+        time, interpolated at each time).
+        """
+        if self.kind != "tte":
+            raise ValueError("event_probability is for time-to-event models")
+        times = np.atleast_1d(np.asarray(times, float))
+        eta, _ = self._eta(exposure, covariates)
         d = self.coefficient_draws()
-        t_ref = float(self.meta["t_ref"])
         if self.model == "piecewise":
             from ckmodel.response.likelihoods import piece_exposure
 
-            at_risk, _ = piece_exposure(np.array([t]), np.asarray(self.meta["cuts"]))
+            at_risk, _ = piece_exposure(times, np.asarray(self.meta["cuts"]))
             cols = [c for c in d.columns if c.startswith("log_hazard_")]
-            base = (np.exp(d[cols].to_numpy()) / t_ref) @ at_risk[0]
-            return 1.0 - np.exp(-base[:, None] * np.exp(eta))
-        lam, k = np.exp(d["log_lambda"].to_numpy())[:, None], d["shape"].to_numpy()[:, None]
-        if eta_h is None:
-            return 1.0 - np.exp(-lam * (t / t_ref) ** k * np.exp(eta))
-        lam_h = np.exp(d["hsct: log_lambda"].to_numpy())[:, None]
-        k_h = d["hsct: shape"].to_numpy()[:, None]
-        grid = np.linspace(0.0, t, 4001)[1:] / t_ref
-        mid = (np.concatenate([[0.0], grid[:-1]]) + grid) / 2
-        du = np.diff(np.concatenate([[0.0], grid]))
-        total = 0.0
-        for m, w in zip(mid, du, strict=True):  # CIF = int h1(u) S(u) du (midpoint rule)
-            h1 = lam * k * m ** (k - 1) * np.exp(eta)
-            cum = lam * m ** k * np.exp(eta) + lam_h * m ** k_h * np.exp(eta_h)
-            total = total + h1 * np.exp(-cum) * w
-        return total
+            base = np.exp(d[cols].to_numpy()) @ at_risk.T  # draws x times
+            return 1.0 - np.exp(-base[:, None, :] * np.exp(eta)[:, :, None])
+        lam = np.exp(d["log_lambda"].to_numpy())[:, None, None]
+        k = d["shape"].to_numpy()[:, None, None]
+        e1 = np.exp(eta)[:, :, None]
+        if "log_lambda_hsct" not in self.idata.posterior:
+            return 1.0 - np.exp(-lam * times[None, None, :] ** k * e1)
+        e2 = np.exp(self._eta(exposure, covariates, "_hsct")[0])[:, :, None]
+        lam_h = np.exp(d["hsct: log_lambda"].to_numpy())[:, None, None]
+        k_h = d["hsct: shape"].to_numpy()[:, None, None]
+        edges = np.linspace(0.0, float(times.max()), 4001)
+        mid = ((edges[:-1] + edges[1:]) / 2)[None, None, :]
+        out = np.empty(e1.shape[:2] + (times.size,))
+        for a in range(0, e1.shape[0], 256):  # chunks of draws bound the memory
+            b = slice(a, a + 256)
+            dens = (lam[b] * k[b] * mid ** (k[b] - 1) * e1[b]
+                    * np.exp(-lam[b] * mid ** k[b] * e1[b] - lam_h[b] * mid ** k_h[b] * e2[b]))
+            cif = np.concatenate([np.zeros(dens.shape[:2] + (1,)),
+                                  np.cumsum(dens * np.diff(edges), axis=-1)], axis=-1)
+            for j, tj in enumerate(times):
+                out[b, :, j] = _interp_last(edges, cif, tj)
+        return out
 
     def exposure_at(self, probability: float, covariates: dict[str, float] | None = None,
                     threshold: float | None = None) -> np.ndarray:
@@ -257,6 +284,13 @@ class ResponseFit:
         path = Path(path)
         atomic_write(path, lambda p: idata.to_netcdf(str(p)))
         return path
+
+
+def _interp_last(x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
+    """Linear interpolation along the last axis of ``y`` (on the grid ``x``) at ``t``."""
+    j = int(np.clip(np.searchsorted(x, t, side="right") - 1, 0, x.size - 2))
+    w = (t - x[j]) / (x[j + 1] - x[j])
+    return y[..., j] * (1 - w) + y[..., j + 1] * w
 
 
 def _jsonable(v: Any) -> Any:

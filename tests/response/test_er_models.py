@@ -111,10 +111,7 @@ def test_weibull_with_censoring_against_the_mle():
 
     log_lam, log_k, b = optimize.minimize(nll, np.array([-4.0, 0.0, 0.0]), method="BFGS",
                                           options={"gtol": 1e-9}).x
-    t_ref = fit.meta["t_ref"]
-    # the fit's baseline is on time / t_ref: lambda' = lambda t_ref^k
-    _close(fit, [log_lam + np.exp(log_k) * np.log(t_ref), np.exp(log_k), b],
-           ["log_lambda", "shape", "Z"])
+    _close(fit, [log_lam, np.exp(log_k), b], ["log_lambda", "shape", "Z"])
     p = fit.probability([1.0], covariates={"Z": 0.0}, threshold=30.0)
     one = 1 - np.exp(-np.exp(log_lam) * 30.0 ** np.exp(log_k))
     assert p.mean() == pytest.approx(one, abs=0.02)
@@ -143,6 +140,24 @@ def test_a_censored_subject_contributes_its_survival_only():
     assert got == pytest.approx(expected, rel=1e-12)
 
 
+def test_piecewise_exponential_hazards_are_events_over_time_at_risk():
+    """Without covariates the MLE of each piece's hazard is events / time at risk in it."""
+    from ckmodel.response.likelihoods import piece_exposure
+
+    _, time, event = _weibull_data(6)
+    o = pd.DataFrame({"OS_TIME": time, "OS_EVENT": event}, index=_ids(N))
+    fit = fit_response(o, "OS", model="piecewise", pieces=3, seed=6, **SAMPLING)
+    cuts = np.asarray(fit.meta["cuts"])
+    at_risk, piece = piece_exposure(time, cuts)
+    mle = [np.log(event[piece == j].sum() / at_risk[:, j].sum()) for j in range(len(cuts) + 1)]
+    _close(fit, mle, [f"log_hazard_{j + 1}" for j in range(len(cuts) + 1)])
+    # P(event by t) from the piecewise cumulative hazard
+    h = np.exp(mle)
+    t = 0.5 * (cuts[0] + cuts[1])
+    expected = 1 - np.exp(-(h[0] * cuts[0] + h[1] * (t - cuts[0])))
+    assert fit.probability([1.0], threshold=t).mean() == pytest.approx(expected, abs=0.02)
+
+
 def _fake_fit(posterior, **meta):
     import arviz as az
 
@@ -158,9 +173,12 @@ def _fake_fit(posterior, **meta):
 def test_competing_event_cumulative_incidence_against_the_hand_computation():
     """Constant cause-specific hazards h1, h2: CIF1(t) = h1/(h1+h2) (1 - exp(-(h1+h2) t))."""
     h1, h2, t_ref = 0.02, 0.05, 10.0  # per day
+    # stored on the sampler's time / t_ref scale (shape 1: lambda' = h t_ref)
     fake = _fake_fit({"log_lambda": [np.log(h1 * t_ref)], "log_shape": [0.0],
                       "log_lambda_hsct": [np.log(h2 * t_ref)], "log_shape_hsct": [0.0]},
                      t_ref=t_ref)
+    coef = fake.coefficients().set_index("term")
+    assert coef.loc["log_lambda", "median"] == pytest.approx(np.log(h1))  # per day
     for t in (5.0, 30.0, 200.0):
         cif = fake.probability([1.0], threshold=t)[0, 0]
         assert cif == pytest.approx(h1 / (h1 + h2) * (1 - np.exp(-(h1 + h2) * t)), rel=1e-5)
