@@ -160,7 +160,7 @@ def test_user_iv_model_repeated_doses_and_weight(iv_files, tmp_path):
     before, after = med.sel(time=11.9, method="nearest"), med.sel(time=12.0)
     assert (after > 1.5 * before).all()
     # oracle: the closed form summed by hand over the three doses, for the first draw
-    one = fit.predict(n_draws=1, times=np.linspace(0, 48, 97))
+    one = fit.trajectories(np.linspace(0, 48, 97), n_draws=1).isel(chain=0, draw=0)
     theta = fit.posterior["theta"].isel(chain=0, draw=0)
     wt = fit.data.covariates["WT"]
     t = one["time"].values
@@ -170,8 +170,8 @@ def test_user_iv_model_repeated_doses_and_weight(iv_files, tmp_path):
         doses = fit.data.doses.query("ID == @sid")
         hand = sum(a / v * np.exp(-k * (t - td)) * (t >= td)
                    for a, td in zip(doses["AMT"], doses["TIME"], strict=True))
-        np.testing.assert_allclose(one["pred"].sel(subject=sid, analyte="CONC").values[0],
-                                   hand, rtol=1e-10)
+        np.testing.assert_allclose(one.sel(subject=sid, analyte="CONC").values, hand,
+                                   rtol=1e-10)
     res = run("summary", str(out))
     assert res.returncode == 0, res.stderr
 
