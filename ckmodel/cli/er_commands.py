@@ -104,7 +104,7 @@ def response(
     time_unit: TimeUnitOpt = "day",
 ) -> None:
     """Exposure-response model of one endpoint: logistic, ordinal or survival, in PyMC."""
-    from ckmodel.response.analysis import endpoint_kind
+    from ckmodel.response.analysis import covariate_column, endpoint_kind
     from ckmodel.response.fit import fit_response
     from ckmodel.response.models import MODELS
 
@@ -137,8 +137,7 @@ def response(
     if model is not None and model not in MODELS[kind]:
         bad_option("--model", f"{model!r} does not fit the {kind} endpoint {endpoint}; use "
                               f"{' or '.join(MODELS[kind])}")
-    missing = [c for c in covariate or []
-               if (c[4:-1] if c.startswith("log(") and c.endswith(")") else c) not in have]
+    missing = [c for c in covariate or [] if covariate_column(c) not in have]
     if missing:
         bad_option("--covariate", f"{', '.join(missing)}: not a column of the outcomes"
                    + ("" if data is not None or fit is not None else

@@ -24,8 +24,8 @@ import pandas as pd
 from ckmodel.data import schema as S
 from ckmodel.response.endpoints import CRC, ORR, TIME_TO_EVENT, time_to_event
 
-__all__ = ["DERIVED_BINARY", "endpoint_kind", "endpoint_values", "analysis_table",
-           "ENDPOINT_KINDS"]
+__all__ = ["DERIVED_BINARY", "ENDPOINT_KINDS", "analysis_table", "available",
+           "covariate_column", "endpoint_kind", "endpoint_values", "subject_column"]
 
 ENDPOINT_KINDS = ("binary", "ordinal", "tte")
 #: Binary endpoints derived from other columns: name -> (source column, rule, description).
@@ -124,6 +124,23 @@ def endpoint_values(outcomes: pd.DataFrame, name: str, *, hsct: str = "censor"
     return kind, pd.DataFrame({"Y": y}), f"{name}: column as given"
 
 
+def covariate_column(name: str) -> str:
+    """The column a covariate term reads: ``log(BM_BLAST_PCT)`` -> ``BM_BLAST_PCT``."""
+    return name[4:-1] if name.startswith("log(") and name.endswith(")") else name
+
+
+def subject_column(outcomes: pd.DataFrame, covariate_table: pd.DataFrame | None,
+                   column: str) -> pd.Series | None:
+    """A subject-level column from the outcomes, else the covariates (index ID as str)."""
+    if column in outcomes.columns:
+        return outcomes[column]
+    if covariate_table is not None and column in covariate_table.columns:
+        v = covariate_table[column].copy()
+        v.index = v.index.astype(str)
+        return v
+    return None
+
+
 def analysis_table(outcomes: pd.DataFrame, endpoint: str, *, exposure: pd.Series | None,
                    exposure_scale: str = "log", covariates: Sequence[str] = (),
                    covariate_table: pd.DataFrame | None = None, hsct: str = "censor"
@@ -184,13 +201,9 @@ def analysis_table(outcomes: pd.DataFrame, endpoint: str, *, exposure: pd.Series
             x = np.log(x.where(~miss))
         frame = frame.assign(X=x)[~miss]
     for c in covariates:
-        col = c[4:-1] if c.startswith("log(") and c.endswith(")") else c
-        if col in outcomes.columns:
-            v = outcomes[col]
-        elif covariate_table is not None and col in covariate_table.columns:
-            v = covariate_table[col].copy()
-            v.index = v.index.astype(str)
-        else:
+        col = covariate_column(c)
+        v = subject_column(outcomes, covariate_table, col)
+        if v is None:
             cols = list(outcomes.columns) + ([] if covariate_table is None
                                              else list(covariate_table.columns))
             raise ValueError(f"covariate {c!r} is in neither the outcomes nor the CK data; "

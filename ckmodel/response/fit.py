@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ckmodel.response.analysis import analysis_table
+from ckmodel.response.analysis import analysis_table, subject_column
 from ckmodel.response.likelihoods import make_design
 from ckmodel.response.models import MODELS, UNCERTAINTY, ResponseFit
 
@@ -147,12 +147,8 @@ def fit_response(outcomes: Any, endpoint: str, *, exposure: str | None = None,
     if exposure is not None and fit is not None:
         x, x_mu, x_sd, name, unit = exposure_for_response(fit, exposure, scale=exposure_scale)
     elif exposure is not None:
-        if exposure in table_o.columns:
-            x = table_o[exposure]
-        elif cov is not None and exposure in cov.columns:
-            x = cov[exposure].copy()
-            x.index = x.index.astype(str)
-        else:
+        x = subject_column(table_o, cov, exposure)
+        if x is None:
             raise ValueError(f"exposure {exposure!r} is not a column of the outcomes (or of "
                              "the CK data's covariates); with a CK fit it names a metric")
         if exposure_sd is not None:
