@@ -29,6 +29,7 @@ import xarray as xr
 from ckmodel.nca import column_unit, default_windows, segment_areas, window_name
 
 __all__ = ["trajectory_metrics", "exposure_grid", "exposure_draws", "exposure_table",
+           "analyte_lloqs",
            "resolve_metric", "metric_names", "compare_with_nca"]
 
 
@@ -156,7 +157,8 @@ def exposure_grid(fit: Any, *, n: int = 800, end: float | None = None) -> np.nda
     return np.unique(grid[(grid >= t0) & (grid <= t_end)])
 
 
-def _lloqs(fit: Any, analytes: Sequence[str]) -> dict[str, float]:
+def analyte_lloqs(fit: Any, analytes: Sequence[str]) -> dict[str, float]:
+    """Each analyte's LLOQ: the median LLOQ of its records (NaN without any)."""
     obs = fit.data.observations
     out = {}
     for a in analytes:
@@ -231,7 +233,7 @@ def exposure_draws(fit: Any, *, analytes: Sequence[str] | None = None,
         raise ValueError(f"unknown exposure metric(s) {bad}: use {', '.join(names)}")
     grid = exposure_grid(fit) if times is None else np.unique(np.asarray(times, float))
     traj = fit.trajectories(grid, n_draws=n_draws).sel(analyte=chosen)
-    lloq = _lloqs(fit, chosen)
+    lloq = analyte_lloqs(fit, chosen)
     units = {str(a): str(u) for a, u in zip(traj.analyte.values, traj.unit.values, strict=True)}
     parts: dict[str, list[np.ndarray]] = {f"{a}_{m}": [] for a in chosen for m in want}
     for k in range(0, traj.sizes["draw"], max(1, int(chunk))):

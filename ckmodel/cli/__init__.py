@@ -21,6 +21,7 @@ from ckmodel.cli import (  # noqa: F401 (commands)
     model_commands,
     report_commands,
     response_commands,
+    select_commands,
 )
 from ckmodel.cli.common import app, setup_logging
 from ckmodel.errors import use_cli_hints

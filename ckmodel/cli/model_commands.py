@@ -62,24 +62,93 @@ def models(name: Annotated[str | None, typer.Argument(help="Show one model in fu
 
 @app.command()
 def simulate(
-    model: ModelOpt = "expansion_biphasic",
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Catalog name (see 'ckmodel models') or TOML path [default: "
+                              "expansion_biphasic]; not with --fit")] = None,
     dose: Annotated[list[float] | None, typer.Option(
         help="Dose level in the model's amount unit; repeatable (one group per level)")] = None,
+    doses: Annotated[str | None, typer.Option(
+        "--doses", metavar="D1,D2,...", help="Dose levels as one list (instead of --dose)")
+    ] = None,
     dose_time: Annotated[list[float] | None, typer.Option(
         "--dose-time", help="Regimen: every subject is dosed at each of these times (model "
                             "time unit); repeatable; default 0")] = None,
     dose_state: Annotated[str | None, typer.Option(
         "--dose-state", help="State every dose goes into, amount unchanged (NONMEM CMT), e.g. "
                              "A_c for IV; default: the model's [dosing]")] = None,
-    n: Annotated[int, typer.Option(min=1, help="Subjects per dose level")] = 100,
+    n: Annotated[int, typer.Option(min=1, help="Subjects (patients) per dose level")] = 100,
     seed: Annotated[int, typer.Option(min=0, help="Random seed")] = 1,
     covariate: Annotated[list[str] | None, typer.Option(
         metavar="NAME=VALUE", help="Value of a covariate the model uses; repeatable")] = None,
     prior: Annotated[bool, typer.Option(help="Draw typical values from the priors too")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="NetCDF output")] = Path(
         "sims.nc"),
+    fit_file: Annotated[Path | None, typer.Option(
+        "--fit", help="Simulate from this fit's posterior: new patients x posterior draws x "
+                      "doses, with exposure metrics")] = None,
+    n_draws: Annotated[int, typer.Option(
+        "--n-draws", min=1, help="With --fit: about this many posterior draws")] = 100,
+    times: Annotated[str | None, typer.Option(
+        "--times", metavar="T1,T2,...", help="With --fit: keep trajectories at these times "
+                                             "(model time unit); default metrics only")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="With --fit: CMAX, TMAX, AUC0_28, AUC0_84, T_ABOVE_LLOQ (repeat; "
+                         "default all)")] = None,
+    analyte: Annotated[list[str] | None, typer.Option(
+        "--analyte", help="With --fit: model output (repeat; default all)")] = None,
+    pool_file: Annotated[Path | None, typer.Option(
+        "--covariates-file", help="With --fit: CSV of covariate rows to draw patients' "
+                                  "covariates from (default: fitted subjects')")] = None,
+    dose_covariate: Annotated[str | None, typer.Option(
+        "--dose-covariate", help="With --fit: a covariate of the fit's covariate model that is "
+                                 "the dose (it takes each dose's value)")] = None,
+    residual: Annotated[bool, typer.Option(
+        "--residual", help="With --fit and --times: also observations with residual error")
+    ] = False,
+    solver: Annotated[str, typer.Option(
+        "--solver", help="With --fit: auto (closed form, else compiled RK4), kernel or scipy")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="With --fit: local Dask workers (results do not depend on "
+                                 "it)")] = 1,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", metavar="ADDRESS", help="With --fit: Dask scheduler address")] = None,
+    csv: Annotated[Path | None, typer.Option(
+        "--csv", help="With --fit: exposure per dose (5th, 50th, 95th percentiles) as CSV")
+    ] = None,
 ) -> None:
-    """Simulate virtual patients (typical values + random effects) to a NetCDF file."""
+    """Simulate virtual patients to NetCDF: from a model, or from a fit's posterior (--fit)."""
+    if doses is not None and dose:
+        bad_option("--doses", "give --dose (repeatable) or --doses D1,D2,..., not both")
+    if doses is not None:
+        from ckmodel.cli.select_commands import parse_doses
+
+        dose = parse_doses(doses)
+    if fit_file is not None:
+        from ckmodel.cli.select_commands import simulate_from_fit
+
+        for opt, given in (("--model", model is not None), ("--prior", prior),
+                           ("--dose-time", bool(dose_time)), ("--dose-state", dose_state)):
+            if given:
+                bad_option(opt, "not with --fit: the fit's model, posterior and single "
+                                "infusion at time 0 are used")
+        if not dose:
+            bad_option("--doses", "give the candidate doses (e.g. --doses 0.5,1,2,4,8)")
+        simulate_from_fit(fit_file, doses=list(dose), n_patients=n, n_draws=n_draws, seed=seed,
+                          times=times, metric=metric, analyte=analyte, covariate=covariate,
+                          pool_file=pool_file, dose_covariate=dose_covariate,
+                          residual=residual, solver=solver, workers=workers,
+                          scheduler=scheduler, output=output, csv=csv)
+        return
+    fit_only = {"--times": times is not None, "--metric": bool(metric),
+                "--analyte": bool(analyte), "--covariates-file": pool_file is not None,
+                "--dose-covariate": dose_covariate is not None, "--residual": residual,
+                "--solver": solver != "auto", "--workers": workers != 1,
+                "--scheduler": scheduler is not None, "--csv": csv is not None}
+    for opt, given in fit_only.items():
+        if given:
+            bad_option(opt, "only with --fit FIT (simulation from a posterior)")
+    model = model or "expansion_biphasic"
     from ckmodel.files import atomic_write
     from ckmodel.simulate import simulate as run
 

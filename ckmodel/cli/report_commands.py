@@ -94,6 +94,9 @@ def report(
                                         "... per subject, against NCA)")] = False,
     er: Annotated[list[Path] | None, typer.Option(
         "--er", help="Exposure-response fit written by 'ckmodel response' (repeat)")] = None,
+    selection: Annotated[Path | None, typer.Option(
+        "--selection", help="Dose selection saved by 'ckmodel select --nc' (its section: "
+                            "table, decision, figure)")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title")] = None,
     seed: SeedOpt = 1,
 ) -> None:
@@ -123,6 +126,15 @@ def report(
             responses.append(load_response(path))
         except (OSError, ValueError) as exc:
             bad_option("--er", str(exc))
+    chosen = None
+    if selection is not None:
+        from ckmodel.select import load_selection
+
+        check_file(selection, "--selection")
+        try:
+            chosen = load_selection(selection)
+        except (OSError, ValueError, KeyError) as exc:
+            bad_option("--selection", f"{selection}: {exc}")
 
     import matplotlib
 
@@ -142,7 +154,7 @@ def report(
                 draws = exposure_draws(fit)
             path = write_report(fit, output, format=kind, seed=seed, n_sim=n_sim, bins=edges,
                                 outcomes=table, exposure=draws, responses=responses,
-                                stratify=strat, title=title, progress=progress)
+                                selection=chosen, stratify=strat, title=title, progress=progress)
     except (CKModelError, ValueError, KeyError) as exc:
         fail(exc)
     size = path.stat().st_size / 1e6

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from ckmodel.design.batch import StopCode, TrialBatch, simulate_rule_batch
 from ckmodel.design.records import EscalationRule
 from ckmodel.design.runner import _check_max_patients, _check_probs
 from ckmodel.errors import DatasetError, Problem
+from ckmodel.parallel import dask_client, map_tasks
 
 __all__ = ["DesignSimulation", "compare_designs", "read_scenarios", "simulate_design",
            "true_mtd"]
@@ -232,35 +232,11 @@ def simulate_design(
     seeds = np.random.SeedSequence(seed).spawn(n_chunks)
     sizes = [min(chunk_size, n_trials - i * chunk_size) for i in range(n_chunks)]
     args = [(rule, probs, size, cap, s) for size, s in zip(sizes, seeds, strict=True)]
-    if client is None and scheduler is None and workers == 1:
-        batches = [_simulate_chunk(*a) for a in args]
-    else:
-        batches = _run_on_dask(_simulate_chunk, args, workers=workers, scheduler=scheduler,
-                               client=client, processes=processes)
+    with dask_client(workers=workers, scheduler=scheduler, client=client,
+                     processes=processes) as run_on:
+        batches = map_tasks(_simulate_chunk, args, run_on)
     return DesignSimulation(repr(rule), probs, TrialBatch.concatenate(batches), seed,
                             chunk_size)
-
-
-def _run_on_dask(func: Callable[..., TrialBatch], args: list[tuple[Any, ...]], *,
-                 workers: int, scheduler: str | None, client: Any, processes: bool
-                 ) -> list[TrialBatch]:
-    """Map ``func`` over ``args`` on Dask and gather the results in submission order."""
-    from dask.distributed import Client, LocalCluster
-
-    if client is not None:
-        return _gather(client, func, args)
-    if scheduler is not None:
-        with Client(scheduler) as own:
-            return _gather(own, func, args)
-    with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                      dashboard_address=":0") as cluster, Client(cluster) as own:
-        return _gather(own, func, args)
-
-
-def _gather(client: Any, func: Callable[..., TrialBatch], args: list[tuple[Any, ...]]
-            ) -> list[TrialBatch]:
-    futures = [client.submit(func, *a, pure=False) for a in args]
-    return client.gather(futures)
 
 
 def compare_designs(
@@ -310,17 +286,8 @@ def compare_designs(
         EXPECTED_DURATION, P_STOP_TOXIC`` and ``P_SELECT_1 .. P_SELECT_K``.
     """
     rows = []
-    with ExitStack() as stack:
-        if client is None and (scheduler is not None or workers > 1):
-            from dask.distributed import Client, LocalCluster
-
-            if scheduler is not None:
-                client = stack.enter_context(Client(scheduler))
-            else:
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=int(workers), threads_per_worker=1, processes=processes,
-                    dashboard_address=":0"))
-                client = stack.enter_context(Client(cluster))
+    with dask_client(workers=workers, scheduler=scheduler, client=client,
+                     processes=processes) as client:
         for scen, probs in scenarios.items():
             for label, rule in designs.items():
                 sim = simulate_design(rule, probs, n_trials, seed=seed, chunk_size=chunk_size,

@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ckmodel.spec import from_scale, to_scale
+from ckmodel.fitting.draws import (
+    iiv_names,
+    natural_parameters,
+    parameter_names,
+    random_effects,
+    sample_index,
+    stacked_draws,
+    typical_on_scale,
+)
 
 __all__ = ["RECORD_COLUMNS", "Replicates", "fit_records", "population_bands",
            "record_predictions", "simulate_replicates"]
@@ -41,13 +49,6 @@ __all__ = ["RECORD_COLUMNS", "Replicates", "fit_records", "population_bands",
 RECORD_COLUMNS = ("ID", "ANALYTE", "TIME", "DV", "BLQ", "LLOQ", "ROW")
 #: Subjects x replicates solved in one call (bounds memory).
 _CHUNK = 4000
-_EPS = 1e-12
-
-
-def _forward(x: np.ndarray, scale: str) -> np.ndarray:
-    """:func:`ckmodel.spec.to_scale`, kept finite at the edges of the support."""
-    lo, hi = {"log": (1e-300, np.inf), "logit": (_EPS, 1.0 - _EPS)}.get(scale, (-np.inf, np.inf))
-    return to_scale(np.clip(x, lo, hi), scale)
 
 
 def _analytes(fit: Any) -> list[str]:
@@ -120,38 +121,6 @@ def _design(fit: Any) -> _Design:
     return _Design(subjects, dosing.amt, dosing.time, dosing.cmt, covs, onsets)
 
 
-def _draws(fit: Any, name: str) -> np.ndarray:
-    """A posterior variable with chain and draw stacked first."""
-    da = fit.posterior[name]
-    other = [d for d in da.dims if d not in ("chain", "draw")]
-    return da.transpose("chain", "draw", *other).values.reshape(-1, *da.shape[2:])
-
-
-def _typical_g(fit: Any) -> tuple[np.ndarray, list[str]]:
-    """``g(theta) - eta`` per draw: (n_samples, n_subjects, n_params), and the iiv names."""
-    spec = fit.spec
-    theta = fit.posterior["theta"].transpose("chain", "draw", "subject", "parameter")
-    pnames = [str(p) for p in theta.parameter.values]
-    th = theta.values.reshape(-1, *theta.shape[2:])
-    g = np.stack([_forward(th[..., j], spec.parameter(p).scale) for j, p in enumerate(pnames)],
-                 axis=-1)
-    iiv: list[str] = []
-    if "eta" in fit.posterior:
-        eta_da = fit.posterior["eta"]
-        iiv = [str(v) for v in eta_da[eta_da.dims[-1]].values]
-        eta = _draws(fit, "eta")
-        for k, p in enumerate(iiv):
-            g[..., pnames.index(p)] -= eta[..., k]
-    return g, iiv
-
-
-def _params(fit: Any, g: np.ndarray) -> dict[str, np.ndarray]:
-    """Natural-scale parameters from transformed ones (..., n_params), flattened."""
-    pnames = [str(p) for p in fit.posterior["theta"].parameter.values]
-    return {p: from_scale(g[..., j], fit.spec.parameter(p).scale).ravel()
-            for j, p in enumerate(pnames)}
-
-
 def _solve_at_records(fit: Any, params: dict[str, np.ndarray], design: _Design,
                       rec: pd.DataFrame, n_rep: int) -> dict[str, np.ndarray]:
     """Model predictions (no residual error) at every record: analyte -> (n_rep, n_records_a).
@@ -187,15 +156,6 @@ def _solve_at_records(fit: Any, params: dict[str, np.ndarray], design: _Design,
     return out
 
 
-def _thin(fit: Any, n: int) -> np.ndarray:
-    """Stacked (chain-major) sample indices of :func:`ckmodel.fitting.result.thinned_draws`."""
-    from ckmodel.fitting.result import thinned_draws
-
-    n_chain, n_draw = fit.posterior.sizes["chain"], fit.posterior.sizes["draw"]
-    keep = thinned_draws(n_chain, n_draw, n)
-    return (np.arange(n_chain)[:, None] * n_draw + keep[None, :]).ravel()
-
-
 def record_predictions(fit: Any, *, n_draws: int = 200) -> pd.DataFrame:
     """PRED and IPRED of every record (noise-free model predictions, analyte units).
 
@@ -220,13 +180,13 @@ def record_predictions(fit: Any, *, n_draws: int = 200) -> pd.DataFrame:
         raise ValueError(f"n_draws must be >= 1, got {n_draws}")
     rec = fit_records(fit)
     design = _design(fit)
-    g_typ, iiv = _typical_g(fit)
-    idx = _thin(fit, n_draws)
-    theta = _draws(fit, "theta")[idx]
+    g_typ = typical_on_scale(fit)
+    idx = sample_index(fit, n_draws)
+    theta = stacked_draws(fit, "theta")[idx]
     pnames = [str(p) for p in fit.posterior["theta"].parameter.values]
     ipars = {p: theta[..., j].ravel() for j, p in enumerate(pnames)}
     ipred = _solve_at_records(fit, ipars, design, rec, idx.size)
-    pred = _solve_at_records(fit, _params(fit, g_typ[idx]), design, rec, idx.size)
+    pred = _solve_at_records(fit, natural_parameters(fit, g_typ[idx]), design, rec, idx.size)
     rec["PRED"] = np.nan
     rec["IPRED"] = np.nan
     for a in ipred:
@@ -276,21 +236,6 @@ class Replicates:
         return out
 
 
-def _new_eta(fit: Any, draws: np.ndarray, n_sub: int, iiv: list[str],
-             rng: np.random.Generator) -> np.ndarray:
-    """New random effects (n_sim, n_sub, n_iiv) from N(0, Omega[d])."""
-    z = rng.standard_normal((draws.size, n_sub, len(iiv)))
-    if not iiv:
-        return z
-    omega = _draws(fit, "omega")[draws]  # (n_sim, n_iiv)
-    if "chol_corr" in fit.posterior:
-        corr = _draws(fit, "chol_corr")[draws]
-        cov = omega[:, :, None] * corr * omega[:, None, :]
-        chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(iiv)))
-        return np.einsum("rij,rsj->rsi", chol, z)
-    return z * omega[:, None, :]
-
-
 def simulate_replicates(fit: Any, n_sim: int = 200, *, seed: int = 1,
                         residual: bool = True) -> Replicates:
     """Replicate the fitted trial ``n_sim`` times with new virtual subjects from the posterior.
@@ -331,8 +276,8 @@ def simulate_replicates(fit: Any, n_sim: int = 200, *, seed: int = 1,
             continue
         out = fit.spec.output(a)
         err = errors.get(a, out.error)
-        sigma = _draws(fit, f"sigma_{a}")[draws][:, None]
-        prop = (_draws(fit, f"sigma_prop_{a}")[draws][:, None]
+        sigma = stacked_draws(fit, f"sigma_{a}")[draws][:, None]
+        prop = (stacked_draws(fit, f"sigma_prop_{a}")[draws][:, None]
                 if f"sigma_prop_{a}" in fit.posterior else None)
         obs[a] = sample_residual(err, f, sigma, rng, sigma_prop=prop, nu=out.nu)
     return Replicates(records=rec, pred=pred, obs=obs, draws=draws, seed=int(seed))
@@ -341,15 +286,16 @@ def simulate_replicates(fit: Any, n_sim: int = 200, *, seed: int = 1,
 def _new_subject_params(fit: Any, n_sim: int, rng: np.random.Generator
                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Parameters of ``n_sim`` replicates of every fitted subject (replicate-major)."""
-    g_typ, iiv = _typical_g(fit)
+    g_typ = typical_on_scale(fit)
+    iiv = iiv_names(fit)
     n_total, n_sub, _ = g_typ.shape
     draws = rng.choice(n_total, size=n_sim, replace=n_sim > n_total)
     g = g_typ[draws].copy()
-    eta = _new_eta(fit, draws, n_sub, iiv, rng)
-    pnames = [str(p) for p in fit.posterior["theta"].parameter.values]
+    eta = random_effects(fit, draws, rng.standard_normal((draws.size, n_sub, len(iiv))))
+    pnames = parameter_names(fit)
     for k, p in enumerate(iiv):
         g[..., pnames.index(p)] += eta[..., k]
-    return _params(fit, g), draws
+    return natural_parameters(fit, g), draws
 
 
 def population_bands(fit: Any, *, stratify: str | None = None, times: Any = None,

@@ -220,6 +220,17 @@ class Fit:
 
         return exposure_draws(self, **options)
 
+    def simulate(self, doses: Any, **options: Any) -> xr.Dataset:
+        """New virtual patients from the posterior at each candidate dose.
+
+        Posterior draws (``draw``) and new patients (``patient``) on separate dims, exposure
+        metrics per (dose, draw, patient); see :func:`ckmodel.virtual_patients.simulate_patients`,
+        to which ``options`` go.
+        """
+        from ckmodel.virtual_patients import simulate_patients
+
+        return simulate_patients(self, doses, **options)
+
     def diagnostics(self) -> pd.DataFrame:
         """R-hat and ESS of the population-level parameters."""
         from ckmodel.fitting.convergence import convergence_table

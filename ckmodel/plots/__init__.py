@@ -14,7 +14,9 @@ from ckmodel.plots.km import plot_km
 from ckmodel.plots.priors import plot_prior_posterior
 from ckmodel.plots.profiles import plot_profiles, plot_profiles_by_subject
 from ckmodel.plots.response import plot_forest, plot_response
+from ckmodel.plots.selection import plot_selection
 from ckmodel.plots.vpc import plot_vpc
 
 __all__ = ["plot_forest", "plot_gof", "plot_individual", "plot_km", "plot_prior_posterior",
-           "plot_profiles", "plot_profiles_by_subject", "plot_rank", "plot_response", "plot_vpc"]
+           "plot_profiles", "plot_profiles_by_subject", "plot_rank", "plot_response",
+           "plot_selection", "plot_vpc"]

@@ -23,7 +23,7 @@ from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["ODEOptions", "kernel_inputs", "ode_outputs", "ode_start", "step_grid"]
+__all__ = ["ODEOptions", "kernel_inputs", "ode_outputs", "ode_start", "rk4_states", "step_grid"]
 
 
 @dataclass(frozen=True)
@@ -222,3 +222,69 @@ def _kernel_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
     op = ODESolveOp(kernel, grid - t0, save)
     states, _ = op(pt.as_tensor_variable(y0).T, pt.as_tensor_variable(theta), cmat)
     return states, np.searchsorted(times, pdata.time)
+
+
+def rk4_states(spec: ModelSpec, params: Mapping[str, Any], times: Any, *, amt: Any,
+               covariates: Mapping[str, Any] | None = None,
+               onsets: Mapping[str, Any] | None = None,
+               options: ODEOptions | None = None) -> np.ndarray:
+    """States of many subjects after one dose at time 0, by the fits' compiled RK4 kernel.
+
+    The same fixed-step scheme and step grid as an ODE fit (:class:`ODEOptions`, the spec's
+    own ``[solver] max_step`` by default), forward only, so virtual populations of millions
+    of subjects cost what a fit's likelihood costs per subject. For adaptive solves at set
+    tolerances use :func:`ckmodel.solve.solve_states`.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    params : mapping of str to array
+        Natural-scale parameters, one value (or a scalar) per subject.
+    times : array, shape (n_times,)
+        Output times since the dose (model time unit), increasing, >= 0.
+    amt : array, shape (n_subjects,)
+        Dose amounts (spec ``amount_unit``), entering as the spec's ``[dosing]`` says.
+    covariates : mapping of str to array, optional
+        The subject-level covariates the spec uses.
+    onsets : mapping of str to array, optional
+        Onset time of each switch per subject (NaN: never), keyed by switch name.
+    options : ODEOptions, optional
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_subjects, n_states, n_times)
+    """
+    from ckmodel.population.ode_kernel import kernel_for
+
+    opts = options or ODEOptions.for_spec(spec)
+    t = np.asarray(times, dtype=float)
+    if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) < 0) or t[0] < 0:
+        raise ValueError("times must be a non-empty, non-decreasing 1-D array of times >= 0")
+    amt = np.atleast_1d(np.asarray(amt, dtype=float))
+    n = amt.size
+    env: dict[str, Any] = dict(spec.constants)
+    for p in spec.param_names:
+        env[p] = np.broadcast_to(np.asarray(params[p], dtype=float), (n,))
+    cov = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,))
+           for k, v in (covariates or {}).items()}
+    missing = [c for c in spec.covariates if c not in cov]
+    if missing:
+        raise ValueError(f"model '{spec.name}' needs covariate(s) {', '.join(missing)}")
+    env.update(cov)
+    y0 = np.zeros((n, len(spec.state_names)))
+    for i, s in enumerate(spec.state_names):
+        if s in spec.initial:
+            y0[:, i] = np.broadcast_to(compile_expr(spec.initial[s])(env), (n,))
+        if s in spec.dosing:
+            y0[:, i] += np.broadcast_to(compile_expr(spec.dosing[s])(dict(env, AMT=amt)), (n,))
+    cols = [cov[c] for c in spec.covariates]
+    for sw in spec.switches:
+        on = np.broadcast_to(np.asarray((onsets or {}).get(sw.name, np.nan), float), (n,))
+        cols.append(np.where(np.isfinite(on), on, 1e12))
+    cmat = np.ascontiguousarray(np.column_stack(cols) if cols else np.zeros((n, 0)))
+    grid = step_grid(t, 0.0, opts)
+    save = np.searchsorted(grid, t).astype(np.int64)
+    theta = np.ascontiguousarray(np.column_stack([env[p] for p in spec.param_names]))
+    kernel = kernel_for(spec, tuple(spec.covariates))
+    out = kernel.solve(np.ascontiguousarray(y0), theta, cmat, grid, save)
+    return out.transpose(0, 2, 1)

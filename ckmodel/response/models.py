@@ -189,6 +189,69 @@ class ResponseFit:
         t = float(self.meta["t_ref"] if threshold is None else threshold)
         return self.event_probability(exposure, [t], covariates)[..., 0]
 
+    def paired_probability(self, exposure: Any, samples: Any,
+                           covariates: dict[str, Any] | None = None,
+                           threshold: float | None = None) -> np.ndarray:
+        """Event probability of many patients, row ``i`` under posterior sample ``samples[i]``.
+
+        Pairs each row of exposures (e.g. the virtual patients of one CK posterior draw) with
+        one E-R posterior sample, so CK and E-R uncertainty travel together without the
+        samples x points cross product of :meth:`probability`.
+
+        Parameters
+        ----------
+        exposure : array, shape (n, m)
+            Exposures as entered (natural scale), or ignored without an exposure term.
+        samples : int array, shape (n,)
+            Stacked (chain-major) posterior sample of each row.
+        covariates : mapping of str to array, optional
+            Natural-scale values of each covariate column (``BM_BLAST_PCT`` for a
+            ``log(BM_BLAST_PCT)`` term), scalar or one per column of ``exposure``; default
+            the mean of the data on the model scale.
+        threshold : float, optional
+            Ordinal: P(grade >= threshold) (default the highest grade seen).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, m)
+        """
+        from scipy import special, stats
+
+        from ckmodel.response.analysis import covariate_column
+
+        if self.kind == "tte":
+            raise ValueError(f"{self.endpoint} is a time-to-event model: paired probabilities "
+                             "are for binary and ordinal endpoints")
+        idx = np.asarray(samples, dtype=int)
+        x = np.asarray(exposure, dtype=float)
+        x = np.broadcast_to(x, (idx.size, x.shape[-1])) if x.ndim == 2 else \
+            np.broadcast_to(x, (idx.size, x.size))
+        b = self.slopes()[idx]
+        cov = dict(covariates or {})
+        eta = np.zeros(x.shape)
+        for j, t in enumerate(self.meta["terms"]):
+            if j == 0 and self.exposure_metric is not None:
+                v = np.log(x) if self.exposure_scale == "log" else x
+            else:
+                col = covariate_column(t)
+                if col in cov:
+                    raw = np.asarray(cov[col], dtype=float)
+                    v = np.broadcast_to(np.log(raw) if t.startswith("log(") else raw,
+                                        (x.shape[1],))[None, :]
+                else:
+                    v = np.full((1, x.shape[1]), float(self.meta["center"][j]))
+            eta = eta + b[:, [j]] * v
+        d = self.coefficient_draws()
+        if self.kind == "binary":
+            lin = d["intercept"].to_numpy()[idx, None] + eta
+            return special.expit(lin) if self.model == "logistic" else stats.norm.cdf(lin)
+        cats = self.meta["categories"]
+        k = int(cats[-1] if threshold is None else threshold)
+        if k <= cats[0]:
+            return np.ones_like(eta)
+        j = min(k - cats[0], len(cats) - 1)
+        return special.expit(eta - d[f"cut_{j}"].to_numpy()[idx, None])
+
     def event_probability(self, exposure: Any, times: Any,
                           covariates: dict[str, float] | None = None) -> np.ndarray:
         """Time to event: P(event by each time), draws x exposures x times.
