@@ -14,21 +14,65 @@ import typer
 from ckmodel.cli.common import app, bad_option, check_file, console, fail, say, shown_warnings
 
 DESIGN_HELP = ("3+3 (six at a de-escalated MTD), 3+3-mtd6 (six at every MTD, the top level "
-               "too), atd (accelerated titration then 3+3), boin or crm")
+               "too), atd (accelerated titration then 3+3), boin, crm or ck (CK-guided: needs "
+               "--fit and --doses)")
 TargetOpt = Annotated[float | None, typer.Option(
-    "--target", help="Target DLT rate of BOIN and CRM, in (0, 1) (default 0.3 for BOIN, 0.25 "
-                     "for CRM)")]
+    "--target", help="Target DLT rate of BOIN, CRM and CK, in (0, 1) (default 0.3 for BOIN "
+                     "and CK, 0.25 for CRM)")]
 SkeletonOpt = Annotated[str | None, typer.Option(
     "--skeleton", metavar="P1,P2,...",
     help="CRM skeleton, one increasing probability per dose level (default: dfcrm getprior "
          "with half-width 0.05 and the prior MTD at the middle level)")]
-CohortOpt = Annotated[int, typer.Option("--cohort-size", help="BOIN and CRM cohort size")]
+CohortOpt = Annotated[int, typer.Option("--cohort-size", help="BOIN, CRM and CK cohort size")]
 MaxNOpt = Annotated[int | None, typer.Option(
-    "--max-n", help="BOIN and CRM sample size (default 30); for 3+3 and atd a cap that stops "
+    "--max-n", help="BOIN, CRM and CK sample size (default 30); for 3+3 and atd a cap that stops "
                     "the trial without an MTD (default none)")]
 OverdoseOpt = Annotated[float | None, typer.Option(
-    "--overdose-limit", help="CRM overdose control: only doses with P(DLT rate > target) at "
-                             "most this are recommended")]
+    "--overdose-limit", help="CRM and CK overdose control: only doses with P(DLT rate > "
+                             "target) at most this are recommended (CK default 0.25)")]
+CkFitOpt = Annotated[Path | None, typer.Option(
+    "--fit", help="ck: the CK fit that maps dose to exposure (virtual patients from its "
+                  "posterior)")]
+CkDosesOpt = Annotated[str | None, typer.Option(
+    "--doses", metavar="D1,D2,...", help="ck: the dose of each level, in the fit's amount "
+                                         "unit")]
+CkExposureOpt = Annotated[str, typer.Option(
+    "--exposure", help="ck: the exposure driving toxicity (CMAX, AUC0_28, BM_QPCR_CMAX ...)")]
+
+
+def _ck_exposure(names: list[str], fit_file: Path | None, doses: str | None, exposure: str,
+                 n_levels: int, seed: int) -> Any:
+    """The CK design's exposure model from virtual patients of a fit, or None without ck."""
+    if "ck" not in names:
+        for opt, given in (("--fit", fit_file is not None), ("--doses", doses is not None)):
+            if given:
+                bad_option(opt, "applies to the ck design only")
+        return None
+    if fit_file is None or doses is None:
+        bad_option("--fit" if fit_file is None else "--doses",
+                   "the ck design needs --fit FIT and --doses D1,D2,... (one per dose level)")
+    from ckmodel.cli.common import load_fit_file
+    from ckmodel.cli.select_commands import parse_doses
+    from ckmodel.design import ExposureModel
+    from ckmodel.exposure import resolve_metric
+    from ckmodel.virtual_patients import simulate_patients
+
+    dose_list = parse_doses(doses)
+    if len(dose_list) != n_levels:
+        bad_option("--doses", f"{len(dose_list)} doses for {n_levels} dose levels")
+    fit = load_fit_file(fit_file)
+    try:
+        a, m = resolve_metric(exposure, list(fit.spec.output_names), fit.spec.time_unit)
+    except ValueError as exc:
+        bad_option("--exposure", str(exc))
+    say(f"ck: exposure {a}_{m} of new patients at each dose, from {fit_file}")
+    try:
+        with shown_warnings():
+            vp = simulate_patients(fit, dose_list, n_patients=200, n_draws=100, seed=seed,
+                                   analytes=[a], metrics=[m])
+            return ExposureModel.from_patients(vp, f"{a}_{m}")
+    except ValueError as exc:
+        fail(exc)
 
 
 def _design_names(value: str, option: str = "--design") -> list[str]:
@@ -73,14 +117,14 @@ def _check_common(names: list[str], n_levels: int, target: float | None, skeleto
         bad_option("--target", f"{target} is not a DLT rate in (0, 1)")
     if cohort_size < 1:
         bad_option("--cohort-size", f"{cohort_size} is not a positive number of patients")
-    if cohort_size != 3 and not {"boin", "crm"} & set(names):
+    if cohort_size != 3 and not {"boin", "crm", "ck"} & set(names):
         bad_option("--cohort-size", "the 3+3 and atd designs fix their own cohort sizes")
     if max_n is not None and max_n < 1:
         bad_option("--max-n", f"{max_n} is not a positive number of patients")
     if overdose_limit is not None and not 0 < overdose_limit < 1:
         bad_option("--overdose-limit", f"{overdose_limit} is not a probability in (0, 1)")
-    if overdose_limit is not None and "crm" not in names:
-        bad_option("--overdose-limit", "applies to the crm design only")
+    if overdose_limit is not None and not {"crm", "ck"} & set(names):
+        bad_option("--overdose-limit", "applies to the crm and ck designs only")
     if "boin" in names and target is not None and not 0.05 <= target <= 0.6:
         bad_option("--target", f"BOIN's reference implementation accepts targets in "
                    f"[0.05, 0.6], got {target}")
@@ -117,6 +161,9 @@ def next_dose_command(
     cohort_size: CohortOpt = 3,
     max_n: MaxNOpt = None,
     overdose_limit: OverdoseOpt = None,
+    fit_file: CkFitOpt = None,
+    doses: CkDosesOpt = None,
+    exposure: CkExposureOpt = "CMAX",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Decision table (CSV): DOSE_LEVEL, N, N_DLT, P_DLT, "
                                "RECOMMENDED, CONTINUE")] = None,
@@ -131,11 +178,12 @@ def next_dose_command(
     from ckmodel.errors import DatasetError
     from ckmodel.files import atomic_write
 
+    model = _ck_exposure(names, fit_file, doses, exposure, n_doses, seed=1)
     rule = _build(names, n_doses, target=target, skeleton=sk, cohort_size=cohort_size,
-                  max_n=max_n, overdose_limit=overdose_limit)[names[0]]
+                  max_n=max_n, overdose_limit=overdose_limit, exposure=model)[names[0]]
     try:
         with shown_warnings():
-            patients = read_trial(trial, n_doses)
+            patients = read_trial(trial, n_doses, exposure=model is not None)
             decision = next_dose(rule, patients, n_doses)
     except DatasetError as exc:
         fail(exc)
@@ -171,6 +219,13 @@ def design_command(
     cohort_interval: Annotated[float, typer.Option(
         "--cohort-interval", help="Days between cohorts (DLT window), for trial duration")
     ] = 28.0,
+    fit_file: CkFitOpt = None,
+    doses: CkDosesOpt = None,
+    exposure: CkExposureOpt = "CMAX",
+    exposure_slope: Annotated[float, typer.Option(
+        "--exposure-slope", help="ck: true log odds of DLT per log exposure within a dose "
+                                 "level (simulation truth; each level's DLT rate stays --tox)")
+    ] = 1.0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Operating characteristics "
                                          "(CSV)")] = Path("oc.csv"),
 ) -> None:
@@ -210,8 +265,12 @@ def design_command(
             fail(f"{scenarios}: scenarios have different numbers of dose levels", code=2)
     n_levels = len(next(iter(curves.values())))
     sk = _check_common(names, n_levels, target, skeleton, cohort_size, max_n, overdose_limit)
+    if exposure_slope != 1.0 and "ck" not in names:
+        bad_option("--exposure-slope", "applies to the ck design only")
+    model = _ck_exposure(names, fit_file, doses, exposure, n_levels, seed)
     rules = _build(names, n_levels, target=target, skeleton=sk, cohort_size=cohort_size,
-                   max_n=max_n, overdose_limit=overdose_limit)
+                   max_n=max_n, overdose_limit=overdose_limit, exposure=model,
+                   simulation_slope=exposure_slope)
     caps = {n: (max_n if n in ("3+3", "3+3-mtd6", "atd") else None) for n in names}
     import logging
 

@@ -1,7 +1,8 @@
 """Dose-escalation designs and their operating characteristics.
 
 Rule-based designs for phase I dose finding (accelerated titration, 3+3), the model-assisted
-BOIN and the model-based CRM, as immutable rule objects with a pure
+BOIN, the model-based CRM and the CK-guided design (DLT as a function of each patient's
+exposure, the CK posterior mapping dose to exposure), as immutable rule objects with a pure
 ``decide(history, n_levels)``; the escalation meeting's decision on a trial file
 (:func:`next_dose`); reproducible simulation on one core or a Dask cluster
 (:func:`simulate_design`); a trial runner that plugs in any DLT sampler
@@ -27,6 +28,7 @@ from ckmodel.design.characteristics import (
     three_plus_three_escalation_probability,
     three_plus_three_mtd_probabilities,
 )
+from ckmodel.design.ck import PHASE_CK, CKGuided, ExposureModel
 from ckmodel.design.crm import CRM, CrmPosterior, crm_posterior, crm_skeleton
 from ckmodel.design.meeting import DESIGNS, NextDose, design_from_name, next_dose, read_trial
 from ckmodel.design.records import (
@@ -57,6 +59,9 @@ from ckmodel.design.simulation import (
 
 __all__ = [
     "BOIN",
+    "CKGuided",
+    "ExposureModel",
+    "PHASE_CK",
     "CRM",
     "DESIGNS",
     "BoinBoundaries",

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from ckmodel.design.boin import BOIN
+from ckmodel.design.ck import CKGuided, ExposureModel
 from ckmodel.design.crm import CRM, crm_skeleton
 from ckmodel.design.records import Cohort, EscalationRule, Step, level_tallies, next_decision
 from ckmodel.design.rules import AcceleratedTitration, ThreePlusThree
@@ -27,7 +28,7 @@ from ckmodel.errors import DatasetError, Problem
 
 __all__ = ["DESIGNS", "NextDose", "design_from_name", "next_dose", "read_trial"]
 
-DESIGNS = ("3+3", "3+3-mtd6", "atd", "boin", "crm")
+DESIGNS = ("3+3", "3+3-mtd6", "atd", "boin", "crm", "ck")
 """Design names understood by :func:`design_from_name` (and the command line)."""
 
 DECISION_COLUMNS = ("DOSE_LEVEL", "N", "N_DLT", "P_DLT", "RECOMMENDED", "CONTINUE")
@@ -42,6 +43,8 @@ def design_from_name(
     cohort_size: int = 3,
     max_n: int | None = None,
     overdose_limit: float | None = None,
+    exposure: ExposureModel | None = None,
+    simulation_slope: float = 1.0,
 ) -> EscalationRule:
     """Build a design from its short name.
 
@@ -70,7 +73,12 @@ def design_from_name(
     max_n : int, optional
         BOIN and CRM sample size (default 30).
     overdose_limit : float, optional
-        CRM overdose control.
+        CRM and CK overdose control (CK default 0.25).
+    exposure : ExposureModel, optional
+        ``"ck"``: dose -> exposure of new patients (e.g.
+        :meth:`ExposureModel.from_patients` on virtual patients of a CK fit); required.
+    simulation_slope : float
+        ``"ck"`` simulations: true log odds of DLT per log exposure within a level.
 
     Returns
     -------
@@ -98,10 +106,22 @@ def design_from_name(
             raise ValueError(f"the skeleton has {len(sk)} values for {n_levels} dose levels")
         return CRM(skeleton=tuple(sk), target=t, cohort_size=cohort_size,
                    max_n=30 if max_n is None else max_n, overdose_limit=overdose_limit)
+    if key == "ck":
+        if exposure is None:
+            raise ValueError("the CK-guided design needs an exposure model (dose -> exposure "
+                             "of new patients, from a CK fit)")
+        if exposure.n_levels != n_levels:
+            raise ValueError(f"the exposure model has {exposure.n_levels} dose levels, not "
+                             f"{n_levels}")
+        return CKGuided(exposure, target=0.3 if target is None else target,
+                        cohort_size=cohort_size, max_n=30 if max_n is None else max_n,
+                        overdose_limit=0.25 if overdose_limit is None else overdose_limit,
+                        simulation_slope=simulation_slope)
     raise ValueError(f"unknown design {name!r}; use one of {', '.join(DESIGNS)}")
 
 
-def read_trial(path: str | os.PathLike[str], n_levels: int) -> pd.DataFrame:
+def read_trial(path: str | os.PathLike[str], n_levels: int, *, exposure: bool = False
+               ) -> pd.DataFrame:
     """Read and check a trial file: patients in order, ``DOSE_LEVEL`` (1-based) and ``DLT``.
 
     Parameters
@@ -110,11 +130,15 @@ def read_trial(path: str | os.PathLike[str], n_levels: int) -> pd.DataFrame:
         CSV file with a header; other columns are kept and ignored.
     n_levels : int
         Number of dose levels (``DOSE_LEVEL`` must lie in ``1 .. n_levels``).
+    exposure : bool
+        Require an ``EXPOSURE`` column (each patient's exposure, > 0), as the CK-guided
+        design does.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``DOSE_LEVEL`` and ``DLT`` as integers, in file order.
+        Columns ``DOSE_LEVEL`` and ``DLT`` as integers (and ``EXPOSURE`` as float), in file
+        order.
 
     Raises
     ------
@@ -130,7 +154,8 @@ def read_trial(path: str | os.PathLike[str], n_levels: int) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DatasetError(f"not a readable CSV file: {exc}", file=name) from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    missing = [c for c in ("DOSE_LEVEL", "DLT") if c not in raw.columns]
+    need = ("DOSE_LEVEL", "DLT") + (("EXPOSURE",) if exposure else ())
+    missing = [c for c in need if c not in raw.columns]
     if missing:
         raise DatasetError(Problem(f"missing column(s) {', '.join(missing)}; found "
                                    f"{', '.join(raw.columns) or 'none'}", file=name, row=1,
@@ -154,6 +179,18 @@ def read_trial(path: str | os.PathLike[str], n_levels: int) -> pd.DataFrame:
             else:
                 values.append(int(v))
         out[col] = np.array(values, dtype=np.int64)
+    if exposure:
+        vals = []
+        for i, text in enumerate(raw["EXPOSURE"].str.strip()):
+            try:
+                v = float(text)
+            except ValueError:
+                v = float("nan")
+            if not (np.isfinite(v) and v > 0):
+                problems.append(Problem(f"{text!r} is not a positive exposure", file=name,
+                                        row=i + 2, column="EXPOSURE", rule="bad_value"))
+            vals.append(v)
+        out["EXPOSURE"] = np.array(vals, dtype=float)
     if problems:
         raise DatasetError(problems, file=name)
     return pd.DataFrame(out)
@@ -172,7 +209,7 @@ class NextDose:
         when the last cohort is incomplete.
     table : pandas.DataFrame
         One row per dose level: ``DOSE_LEVEL`` (1-based), ``N``, ``N_DLT``, ``P_DLT``
-        (observed rate for 3+3, ATD and BOIN; posterior mean for CRM), ``RECOMMENDED``,
+        (observed rate for 3+3, ATD and BOIN; posterior mean for CRM and CK), ``RECOMMENDED``,
         ``CONTINUE``; plus ``P_OVERDOSE`` (``P(p > target | data)``: Beta(1, 1) for BOIN, the
         model for CRM) and ``ELIMINATED`` (BOIN).
     pending : int
@@ -224,7 +261,16 @@ def one_based(text: str) -> str:
     return re.sub(r"\blevel (\d+)", lambda m: f"dose level {int(m.group(1)) + 1}", text)
 
 
-def _replay(rule: EscalationRule, levels: np.ndarray, dlts: np.ndarray, n_levels: int
+def _cohort(level: int, i: int, j: int, dlts: np.ndarray, phase: str,
+            exposures: np.ndarray | None) -> Cohort:
+    if exposures is None:
+        return Cohort(level, j - i, int(dlts[i:j].sum()), phase=phase)
+    return Cohort(level, j - i, int(dlts[i:j].sum()), phase=phase,
+                  exposures=tuple(exposures[i:j].tolist()), dlts=tuple(dlts[i:j].tolist()))
+
+
+def _replay(rule: EscalationRule, levels: np.ndarray, dlts: np.ndarray, n_levels: int,
+            exposures: np.ndarray | None = None
             ) -> tuple[list[Cohort], Step, int, list[str]]:
     history: list[Cohort] = []
     deviations: list[str] = []
@@ -246,12 +292,12 @@ def _replay(rule: EscalationRule, levels: np.ndarray, dlts: np.ndarray, n_levels
             deviations.append(f"line {i + 2}: dose level {level + 1} where the design asked "
                               f"for dose level {want + 1}")
         if j == total and j - i < size and level == want:
-            history.append(Cohort(level, j - i, int(dlts[i:j].sum()), phase=step.phase or ""))
+            history.append(_cohort(level, i, j, dlts, step.phase or "", exposures))
             return history, step, size - (j - i), deviations
         if j - i < size:
             deviations.append(f"line {i + 2}: a cohort of {j - i} at dose level {level + 1} "
                               f"where the design asked for {size}")
-        history.append(Cohort(level, j - i, int(dlts[i:j].sum()), phase=step.phase or ""))
+        history.append(_cohort(level, i, j, dlts, step.phase or "", exposures))
         step = next_decision(history, rule, n_levels=n_levels, max_patients=cap)
         i = j
     return history, step, 0, deviations
@@ -284,7 +330,13 @@ def next_dose(rule: EscalationRule, trial: pd.DataFrame, n_levels: int) -> NextD
     """
     levels = trial["DOSE_LEVEL"].to_numpy(dtype=np.int64) - 1
     dlts = trial["DLT"].to_numpy(dtype=np.int64)
-    history, step, pending, deviations = _replay(rule, levels, dlts, n_levels)
+    exposures = None
+    if isinstance(rule, CKGuided):
+        if "EXPOSURE" not in trial.columns:
+            raise ValueError("the CK-guided design needs each patient's EXPOSURE in the trial "
+                             "file")
+        exposures = trial["EXPOSURE"].to_numpy(dtype=float)
+    history, step, pending, deviations = _replay(rule, levels, dlts, n_levels, exposures)
     n, y = level_tallies(history, n_levels)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, y / np.maximum(n, 1), np.nan)
@@ -294,6 +346,10 @@ def next_dose(rule: EscalationRule, trial: pd.DataFrame, n_levels: int) -> NextD
         post = rule.posterior(n, y, overdose=True)
         table["P_DLT"] = rule.estimates(post)
         table["P_OVERDOSE"] = post.p_overdose
+    elif isinstance(rule, CKGuided):
+        mean, p_over = rule.posterior_table(history)
+        table["P_DLT"] = mean
+        table["P_OVERDOSE"] = p_over
     elif isinstance(rule, BOIN):
         table["P_OVERDOSE"] = np.where(n > 0, stats.beta.sf(rule.target, y + 1, n - y + 1),
                                        np.nan)

@@ -11,6 +11,7 @@ Dose levels are 0-based indices into the dose grid (level 0 is the lowest dose).
 from __future__ import annotations
 
 import enum
+import math
 import operator
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -103,11 +104,17 @@ class Cohort:
     grades : tuple of int, optional
         Worst toxicity grade (CTCAE, 0-5) of each patient, in enrolment order. Only needed by
         grade-based accelerated-titration triggers (:class:`~ckmodel.design.ToxicityTrigger`).
+    exposures : tuple of float, optional
+        Each patient's exposure (e.g. model-based Cmax, natural units), in enrolment order;
+        needed by the CK-guided design (:class:`~ckmodel.design.CKGuided`).
+    dlts : tuple of int, optional
+        Each patient's DLT (0/1), in enrolment order, summing to ``n_dlt``; with
+        ``exposures``, which patient had the DLT matters to an exposure-driven model.
 
     Examples
     --------
     >>> Cohort(level=2, n=3, n_dlt=1)
-    Cohort(level=2, n=3, n_dlt=1, phase='3+3', grades=None)
+    Cohort(level=2, n=3, n_dlt=1, phase='3+3', grades=None, exposures=None, dlts=None)
     """
 
     level: int
@@ -115,6 +122,8 @@ class Cohort:
     n_dlt: int
     phase: str = PHASE_3PLUS3
     grades: tuple[int, ...] | None = None
+    exposures: tuple[float, ...] | None = None
+    dlts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         level = _as_int(self.level, "level")
@@ -138,6 +147,19 @@ class Cohort:
             if any(not 0 <= g <= 5 for g in grades):
                 raise ValueError(f"toxicity grades must be between 0 and 5, got {grades}")
             object.__setattr__(self, "grades", grades)
+        if self.exposures is not None:
+            ex = tuple(float(e) for e in self.exposures)
+            if len(ex) != n:
+                raise ValueError(f"exposures has {len(ex)} entries for a cohort of n={n}")
+            if any(not (e > 0 and math.isfinite(e)) for e in ex):
+                raise ValueError(f"exposures must be positive and finite, got {ex}")
+            object.__setattr__(self, "exposures", ex)
+        if self.dlts is not None:
+            d = tuple(_as_int(v, "dlt") for v in self.dlts)
+            if len(d) != n or any(v not in (0, 1) for v in d) or sum(d) != n_dlt:
+                raise ValueError(f"dlts must be n={n} values 0/1 summing to n_dlt={n_dlt}, "
+                                 f"got {d}")
+            object.__setattr__(self, "dlts", d)
 
 
 @dataclass(frozen=True, slots=True)
