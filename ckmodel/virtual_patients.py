@@ -268,8 +268,9 @@ def simulate_patients(
     xarray.Dataset
         ``<ANALYTE>_<METRIC>`` (``dose``, ``draw``, ``patient``) with ``unit`` attrs;
         ``pred``/``obs`` (``dose``, ``draw``, ``patient``, ``analyte``, ``time``) when
-        ``times`` are given; coords ``chain`` and ``sample`` on ``draw`` (the posterior
-        draw used), ``source`` and each covariate on ``patient``; attrs ``model``,
+        ``times`` are given; ``params`` (``dose``, ``draw``, ``patient``, ``parameter``),
+        each patient's natural-scale parameters; coords ``chain`` and ``sample`` on ``draw``
+        (the posterior draw used), ``source`` and each covariate on ``patient``; attrs ``model``,
         ``time_unit``, ``amount_unit``, ``seed``, ``n_draws``, ``solver``, ``grid_points``,
         ``grid_end``.
 
@@ -350,12 +351,15 @@ def simulate_patients(
     blocks = [(i, min(samples.size, i + per)) for i in range(0, samples.size, per)]
     seeds = np.random.SeedSequence(seed).spawn(dose_arr.size * len(blocks) + 1)[1:]
     args = []
+    params = np.empty((dose_arr.size, *g.shape))
     for k, dose in enumerate(dose_arr):
         g_k = g
         if dose_covariate is not None:
             shift = _covariate_shift(fit, source, pd.DataFrame(
                 {dose_covariate: np.full(n_patients, dose)}), samples)
             g_k = g + shift
+        params[k] = np.stack([from_scale(g_k[..., j], spec.parameter(p).scale)
+                              for j, p in enumerate(pnames)], axis=-1)
         for b, (i0, i1) in enumerate(blocks):
             r_b = None if res is None else {
                 a: dict(v, sigma=v["sigma"][i0:i1],
@@ -368,8 +372,10 @@ def simulate_patients(
                          want, lloq, solver, r_b, seeds[k * len(blocks) + b]))
     with dask_client(workers=workers, scheduler=scheduler, client=client) as run_on:
         parts = map_tasks(_task, args, run_on, progress=progress)
-    return _assemble(fit, parts, dose_arr, len(blocks), samples, source, table, keep, chosen,
-                     want, grid, seed, solver, n_draws)
+    ds = _assemble(fit, parts, dose_arr, len(blocks), samples, source, table, keep, chosen,
+                   want, grid, seed, solver, n_draws)
+    ds["params"] = (("dose", "draw", "patient", "parameter"), params)
+    return ds.assign_coords(parameter=pnames)
 
 
 def _assemble(fit: Any, parts: list[dict[str, np.ndarray]], doses: np.ndarray, n_blocks: int,
