@@ -46,21 +46,25 @@ def dask_client(*, workers: int = 1, scheduler: str | None = None, client: Any =
 
 
 def map_tasks(func: Callable[..., Any], args: Sequence[tuple[Any, ...]], client: Any = None,
-              *, progress: Callable[[int, int], None] | None = None) -> list[Any]:
-    """``[func(*a) for a in args]``, on ``client`` when given; results in submission order.
+              *, shared: tuple[Any, ...] = (),
+              progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """``[func(*shared, *a) for a in args]``, on ``client`` when given, in submission order.
 
-    ``progress(done, total)`` is called as tasks finish (in order here; as completed on Dask).
+    ``shared`` arguments (a model spec, a grid) are sent to the cluster once, not with every
+    task. ``progress(done, total)`` is called as tasks finish (in order here; as completed on
+    Dask).
     """
     if client is None:
         out = []
         for i, a in enumerate(args):
-            out.append(func(*a))
+            out.append(func(*shared, *a))
             if progress is not None:
                 progress(i + 1, len(args))
         return out
     from dask.distributed import as_completed
 
-    futures = [client.submit(func, *a, pure=False) for a in args]
+    common = client.scatter(list(shared), broadcast=True) if shared else []
+    futures = [client.submit(func, *common, *a, pure=False) for a in args]
     if progress is not None:
         for i, _ in enumerate(as_completed(futures)):
             progress(i + 1, len(futures))

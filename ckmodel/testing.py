@@ -16,7 +16,8 @@ import pandas as pd
 from ckmodel.simulate import simulate
 from ckmodel.spec import ModelSpec, load_model
 
-__all__ = ["simulate_sparse_cohort", "SPARSE_DAYS", "simulate_ckdata", "STANDARD_TIMES"]
+__all__ = ["simulate_sparse_cohort", "SPARSE_DAYS", "simulate_ckdata", "STANDARD_TIMES",
+           "posterior_fit"]
 
 #: A typical CAR-T blood sampling schedule (days after infusion).
 STANDARD_TIMES = (1.0, 4.0, 7.0, 10.0, 14.0, 21.0, 28.0, 42.0, 56.0, 84.0, 180.0, 365.0)
@@ -216,3 +217,77 @@ def assert_posteriors_agree(a: Any, b: Any, var_names: Sequence[str]) -> None:
         tol = 5 * np.hypot(s1["mcse_mean"], s2["mcse_mean"]) + 0.02 * s1["sd"]
         bad = diff >= tol
         assert not bad.any(), (v, diff[bad].to_dict(), tol[bad].to_dict())
+
+
+def posterior_fit(data: Any, model: str | ModelSpec = "expansion_biphasic", *,
+                  formulas: Sequence[str] = (), beta: Sequence[float] = (), n_chain: int = 2,
+                  n_draw: int = 40, seed: int = 0, spread: float = 0.05
+                  ) -> tuple[Any, dict[str, np.ndarray]]:
+    """A :class:`~ckmodel.Fit` of ``data`` with a posterior written by hand (no sampling).
+
+    Draws hold the spec's typical values jittered by ``spread`` (on each parameter's
+    random-effect scale), covariate coefficients ``beta`` (one per effect column of
+    ``formulas``, jittered by 0.02), IIV SDs ``omega`` (the spec's IIV prior medians,
+    jittered by 10 %) and standard random effects ``eta``; ``theta`` is built from them as a
+    fit builds it. Virtual patients, dose selection and designs read only these variables,
+    so this is an exact oracle for them (and a fast stand-in in benchmarks).
+
+    Returns
+    -------
+    fit : Fit
+    truth : dict
+        ``mu`` (chain, draw, parameter), ``omega``, ``eta``, ``beta``, ``g`` (the arrays used).
+    """
+    import arviz as az
+    import xarray as xr
+
+    from ckmodel.fitting import Fit
+    from ckmodel.population.covariates import covariate_design, parse_covariates
+    from ckmodel.spec import from_scale, to_scale
+
+    spec = load_model(model)
+    rng = np.random.default_rng(seed)
+    subjects = [str(s) for s in data.covariates.index]
+    pnames = list(spec.param_names)
+    iiv = [p.name for p in spec.parameters if p.iiv is not None]
+    shape = (n_chain, n_draw)
+    mu = np.stack([to_scale(np.asarray(spec.typical_values()[p], float), spec.parameter(p).scale)
+                   + spread * rng.standard_normal(shape) for p in pnames], axis=-1)
+    omega = np.stack([spec.parameter(p).iiv.median() * np.exp(0.1 * rng.standard_normal(shape))
+                      for p in iiv], axis=-1)
+    eta = rng.standard_normal((*shape, len(subjects), len(iiv))) * omega[:, :, None, :]
+    g = np.broadcast_to(mu[:, :, None, :], (*shape, len(subjects), len(pnames))).copy()
+    labels = []
+    b_draws = np.zeros((*shape, 0))
+    if formulas:
+        cols = []
+        for eff in parse_covariates(list(formulas)):
+            series = data.covariates[eff.covariate].reindex(subjects)
+            series.index = series.index.astype(str)
+            x, labs, _, _ = covariate_design(eff, series)
+            for j, lab in enumerate(labs):
+                cols.append((pnames.index(eff.parameter), x[:, j]))
+                labels.append(lab)
+        b_draws = np.asarray(beta, float)[None, None, :] + 0.02 * rng.standard_normal(
+            (*shape, len(labels)))
+        for k, (j, x) in enumerate(cols):
+            g[..., j] += b_draws[:, :, k, None] * x[None, None, :]
+    for k, p in enumerate(iiv):
+        g[..., pnames.index(p)] += eta[..., k]
+    theta = np.stack([from_scale(g[..., j], spec.parameter(p).scale)
+                      for j, p in enumerate(pnames)], axis=-1)
+    post = {"theta": (("chain", "draw", "subject", "parameter"), theta),
+            "eta": (("chain", "draw", "subject", "iiv"), eta),
+            "omega": (("chain", "draw", "iiv"), omega)}
+    for o in spec.outputs:
+        post[f"sigma_{o.name}"] = (("chain", "draw"), np.full(shape, 0.3))
+    coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "subject": subjects,
+              "parameter": pnames, "iiv": iiv}
+    if labels:
+        post["beta"] = (("chain", "draw", "covariate_effect"), b_draws)
+        coords["covariate_effect"] = labels
+    idata = az.InferenceData(posterior=xr.Dataset(post, coords=coords))
+    meta = {"covariate_formulas": list(formulas), "covariates": labels, "time_scale": 1.0,
+            "analytes": list(spec.output_names), "seed": seed}
+    fit = Fit(idata=idata, spec=spec, data=data, meta=meta)
+    return fit, {"mu": mu, "omega": omega, "eta": eta, "beta": b_draws, "g": g}

@@ -51,25 +51,27 @@ from ckmodel.nca import column_unit, default_windows
 from ckmodel.parallel import dask_client, map_tasks
 from ckmodel.spec import from_scale
 
-__all__ = ["simulate_patients", "virtual_grid", "SOLVERS"]
+__all__ = ["simulate_patients", "virtual_grid", "task_blocks", "SOLVERS", "TASK_SIZE"]
 
 #: ``auto``: closed form where the model has one, else the compiled RK4 kernel.
 SOLVERS = ("auto", "kernel", "scipy")
 #: Patient-solves per task (bounds memory: states on the dense grid of one task).
-TASK_SIZE = 4000
+TASK_SIZE = 1000
 
 
-def virtual_grid(time_unit: str, end: float, *, n: int = 800) -> np.ndarray:
+def virtual_grid(time_unit: str, end: float, *, n: int = 400) -> np.ndarray:
     """Dense grid of virtual-patient exposures: the rule of :func:`ckmodel.exposure.exposure_grid`.
 
     ``n`` uniform points from the dose (time 0) to ``end`` (model time unit), points spaced
-    geometrically over the first day and the AUC window ends.
+    geometrically over the first day, 0.1-day steps over the first 35 days and the AUC
+    window ends.
     """
     from ckmodel.data.schema import time_factor
 
     day = time_factor("day", time_unit)
     wins = [x for w in default_windows(time_unit) for x in w if np.isfinite(x)]
-    grid = np.concatenate([np.linspace(0.0, end, n), np.geomspace(day * 1e-3, day, 40), wins])
+    grid = np.concatenate([np.linspace(0.0, end, n), np.geomspace(day * 1e-3, day, 40),
+                           np.arange(0.0, min(35.0 * day, end), 0.1 * day), wins])
     return np.unique(grid[(grid >= 0) & (grid <= end)])
 
 
@@ -152,10 +154,11 @@ def _patients(fit: Any, n_patients: int, covariates: Any, dose_covariate: str | 
     return source, table
 
 
-def _task(spec: Any, g: np.ndarray, pnames: list[str], dose: float, covs: dict[str, np.ndarray],
-          grid: np.ndarray, times: np.ndarray | None, analytes: list[str], metrics: list[str],
-          lloq: dict[str, float], solver: str, residual: dict[str, Any] | None,
-          seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
+def _task(spec: Any, pnames: list[str], grid: np.ndarray, times: np.ndarray | None,
+          analytes: list[str], metrics: list[str], lloq: dict[str, float], solver: str,
+          g: np.ndarray, dose: float, covs: dict[str, np.ndarray],
+          residual: dict[str, Any] | None, seed: np.random.SeedSequence
+          ) -> dict[str, np.ndarray]:
     """Solve one block: ``g`` (draws_b, patients, params) at one dose -> metrics, trajectories."""
     from ckmodel.solve import SolverOptions, evaluate_outputs, solve_states
 
@@ -172,11 +175,12 @@ def _task(spec: Any, g: np.ndarray, pnames: list[str], dose: float, covs: dict[s
     else:
         opts = SolverOptions(method="ode") if solver == "scipy" else None
         states = solve_states(spec, params, t, amt=amt, covariates=cov, options=opts)
-    pred = evaluate_outputs(spec, states, params, t, cov)
+    pred = evaluate_outputs(spec, states, params, t, cov, names=analytes)
     out: dict[str, np.ndarray] = {}
     on_grid = np.searchsorted(t, grid)
     for a in analytes:
-        vals = trajectory_metrics(grid, pred[a][:, on_grid], lloq=lloq.get(a),
+        vals = trajectory_metrics(grid, pred[a][:, on_grid],
+                                  lloq=lloq.get(a) if "T_ABOVE_LLOQ" in metrics else None,
                                   time_unit=spec.time_unit)
         for m in metrics:
             out[f"{a}_{m}"] = vals[m].reshape(n_d, n_p)
@@ -347,8 +351,7 @@ def simulate_patients(
                                if f"sigma_prop_{a}" in fit.posterior else None),
                       "nu": out.nu}
     covs = {c: table[c].to_numpy(float) for c in spec.covariates}
-    per = max(1, TASK_SIZE // n_patients)
-    blocks = [(i, min(samples.size, i + per)) for i in range(0, samples.size, per)]
+    blocks = task_blocks(samples.size, n_patients)
     seeds = np.random.SeedSequence(seed).spawn(dose_arr.size * len(blocks) + 1)[1:]
     args = []
     params = np.empty((dose_arr.size, *g.shape))
@@ -360,28 +363,47 @@ def simulate_patients(
             g_k = g + shift
         params[k] = np.stack([from_scale(g_k[..., j], spec.parameter(p).scale)
                               for j, p in enumerate(pnames)], axis=-1)
-        for b, (i0, i1) in enumerate(blocks):
+        covs_k = dict(covs)
+        if dose_covariate in spec.covariates:
+            covs_k[dose_covariate] = np.full(n_patients, dose)
+        for b, (i0, i1, j0, j1) in enumerate(blocks):
             r_b = None if res is None else {
                 a: dict(v, sigma=v["sigma"][i0:i1],
                         prop=None if v["prop"] is None else v["prop"][i0:i1, None, None])
                 for a, v in res.items()}
-            covs_k = dict(covs)
-            if dose_covariate in spec.covariates:
-                covs_k[dose_covariate] = np.full(n_patients, dose)
-            args.append((spec, g_k[i0:i1], pnames, float(dose), covs_k, grid, keep, chosen,
-                         want, lloq, solver, r_b, seeds[k * len(blocks) + b]))
+            args.append((g_k[i0:i1, j0:j1], float(dose),
+                         {c: v[j0:j1] for c, v in covs_k.items()}, r_b,
+                         seeds[k * len(blocks) + b]))
+    shared = (spec, pnames, grid, keep, chosen, want, lloq, solver)
     with dask_client(workers=workers, scheduler=scheduler, client=client) as run_on:
-        parts = map_tasks(_task, args, run_on, progress=progress)
-    ds = _assemble(fit, parts, dose_arr, len(blocks), samples, source, table, keep, chosen,
-                   want, grid, seed, solver, n_draws)
+        parts = map_tasks(_task, args, run_on, shared=shared, progress=progress)
+    ds = _assemble(fit, parts, dose_arr, blocks, samples, source, table, keep, chosen,
+                   grid, seed, solver, n_draws)
     ds["params"] = (("dose", "draw", "patient", "parameter"), params)
     return ds.assign_coords(parameter=pnames)
 
 
-def _assemble(fit: Any, parts: list[dict[str, np.ndarray]], doses: np.ndarray, n_blocks: int,
-              samples: np.ndarray, source: np.ndarray, table: pd.DataFrame,
-              keep: np.ndarray | None, analytes: list[str], metrics: list[str],
-              grid: np.ndarray, seed: int, solver: str, n_draws: int) -> xr.Dataset:
+def task_blocks(n_draws: int, n_patients: int, size: int | None = None
+                ) -> list[tuple[int, int, int, int]]:
+    """Draw and patient ranges ``(i0, i1, j0, j1)`` of the tasks of one dose.
+
+    Whole draws of at most ``size`` (default :data:`TASK_SIZE`) patient-solves per task, or,
+    when one draw has more patients, slices of a draw's patients; fixed by the problem's
+    size alone, never by the workers.
+    """
+    size = TASK_SIZE if size is None else int(size)
+    if n_patients <= size:
+        per = size // n_patients
+        return [(i, min(n_draws, i + per), 0, n_patients) for i in range(0, n_draws, per)]
+    return [(i, i + 1, j, min(n_patients, j + size)) for i in range(n_draws)
+            for j in range(0, n_patients, size)]
+
+
+def _assemble(fit: Any, parts: list[dict[str, np.ndarray]], doses: np.ndarray,
+              blocks: list[tuple[int, int, int, int]], samples: np.ndarray,
+              source: np.ndarray, table: pd.DataFrame, keep: np.ndarray | None,
+              analytes: list[str], grid: np.ndarray, seed: int, solver: str, n_draws: int
+              ) -> xr.Dataset:
     from ckmodel import __version__
 
     spec = fit.spec
@@ -398,15 +420,22 @@ def _assemble(fit: Any, parts: list[dict[str, np.ndarray]], doses: np.ndarray, n
         coords[str(c)] = ("patient", table[c].to_numpy())
     ds = xr.Dataset(coords=coords)
     units = {a: spec.output(a).unit for a in analytes}
+
+    def gather(name: str) -> np.ndarray:
+        first = parts[0][name]
+        val = np.empty((doses.size, samples.size, source.size, *first.shape[2:]))
+        for t, part in enumerate(parts):
+            i0, i1, j0, j1 = blocks[t % len(blocks)]
+            val[t // len(blocks), i0:i1, j0:j1] = part[name]
+        return val
+
     for name in parts[0]:
         if name in ("pred", "obs"):
             continue
         a, m = next((a, name[len(a) + 1:]) for a in sorted(analytes, key=len, reverse=True)
                     if name.startswith(f"{a}_"))
-        val = np.stack([np.concatenate([parts[k * n_blocks + b][name] for b in range(n_blocks)])
-                        for k in range(doses.size)])
         col = "CMAX" if m == "CMAX" else "TMAX" if m in ("TMAX", "T_ABOVE_LLOQ") else "AUC"
-        ds[name] = (("dose", "draw", "patient"), val,
+        ds[name] = (("dose", "draw", "patient"), gather(name),
                     {"unit": column_unit(col, units[a], spec.time_unit), "analyte": a,
                      "metric": m})
     if keep is not None:
@@ -414,10 +443,7 @@ def _assemble(fit: Any, parts: list[dict[str, np.ndarray]], doses: np.ndarray, n
                               unit=("analyte", [units[a] for a in analytes]))
         for name in ("pred", "obs"):
             if name in parts[0]:
-                val = np.stack([np.concatenate([parts[k * n_blocks + b][name]
-                                                for b in range(n_blocks)])
-                                for k in range(doses.size)])
-                ds[name] = (("dose", "draw", "patient", "analyte", "time"), val)
+                ds[name] = (("dose", "draw", "patient", "analyte", "time"), gather(name))
     ds["dose"].attrs["unit"] = spec.amount_unit
     ds.attrs.update({"model": spec.name, "model_hash": spec.hash(),
                      "time_unit": spec.time_unit, "amount_unit": spec.amount_unit,

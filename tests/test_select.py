@@ -11,11 +11,11 @@ import arviz as az
 import numpy as np
 import pytest
 import xarray as xr
-from posterior_helpers import hand_fit
 from scipy import special
 
 from ckmodel.response import ResponseFit
 from ckmodel.select import load_selection, select_dose
+from ckmodel.testing import posterior_fit as hand_fit
 
 
 def hand_response(endpoint, alpha, slope, *, center=8.0, n=400, seed=0, covariate=None,

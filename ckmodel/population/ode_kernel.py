@@ -8,7 +8,9 @@ compiles them with numba. Two kernels loop over subjects and steps of a fixed gr
 * :meth:`RK4Kernel.forward` returns the states at the requested grid points, and the whole
   trajectory up to the last of them (states and the stages k1, k2, k3 of each step);
 * :meth:`RK4Kernel.solve` returns only the states at the grid points (simulation: no
-  trajectory kept, so memory stays at one state vector per subject);
+  trajectory kept, so memory stays at one state vector per subject); :meth:`RK4Kernel.dense`
+  returns states at any times, by cubic Hermite interpolation between the steps (values and
+  right-hand sides at both ends, the latter reused as the next step's first stage);
 * :meth:`RK4Kernel.backward` takes that trajectory and returns the gradients of
   ``sum(g * states)`` with respect to the initial states and the parameters: the exact
   reverse-mode derivative of the discrete RK4 scheme (not of the ODE), so gradients match
@@ -110,7 +112,7 @@ def _generate(spec: ModelSpec, inputs: tuple[str, ...]) -> _Source:
     return _Source("\n".join(rhs), "\n".join(vjp))
 
 
-def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
+def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any, Any]:
     @numba.njit(fastmath=FASTMATH)
     def stages(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
                k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
@@ -278,7 +280,67 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
                     out[s, k, i] = y[i]
         return out
 
-    return forward, backward, solve
+    @numba.njit(fastmath=FASTMATH)
+    def _dense_one(y0: np.ndarray, p: np.ndarray, c: np.ndarray, grid: np.ndarray,
+                   times: np.ndarray, out: np.ndarray) -> None:
+        n_t = times.shape[0]
+        n_g = grid.shape[0]
+        k1 = np.empty(n)
+        k2 = np.empty(n)
+        k3 = np.empty(n)
+        k4 = np.empty(n)
+        tmp = np.empty(n)
+        y = y0.copy()
+        y1 = np.empty(n)
+        f1 = np.empty(n)
+        k = 0
+        while k < n_t and times[k] <= grid[0]:
+            for i in range(n):
+                out[k, i] = y[i]
+            k += 1
+        rhs(grid[0], y, p, c, k1)
+        for g in range(n_g - 1):
+            if k >= n_t:
+                break
+            t0 = grid[g]
+            h = grid[g + 1] - t0
+            for i in range(n):
+                tmp[i] = y[i] + 0.5 * h * k1[i]
+            rhs(t0 + 0.5 * h, tmp, p, c, k2)
+            for i in range(n):
+                tmp[i] = y[i] + 0.5 * h * k2[i]
+            rhs(t0 + 0.5 * h, tmp, p, c, k3)
+            for i in range(n):
+                tmp[i] = y[i] + h * k3[i]
+            rhs(t0 + h, tmp, p, c, k4)
+            for i in range(n):
+                y1[i] = y[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
+            rhs(t0 + h, y1, p, c, f1)
+            # cubic Hermite between the step's ends (values and slopes)
+            while k < n_t and times[k] <= grid[g + 1]:
+                th = (times[k] - t0) / h
+                h00 = (1.0 + 2.0 * th) * (1.0 - th) ** 2
+                h10 = th * (1.0 - th) ** 2
+                h01 = th * th * (3.0 - 2.0 * th)
+                h11 = th * th * (th - 1.0)
+                for i in range(n):
+                    out[k, i] = h00 * y[i] + h10 * h * k1[i] + h01 * y1[i] + h11 * h * f1[i]
+                k += 1
+            for i in range(n):
+                y[i] = y1[i]
+                k1[i] = f1[i]
+
+    @numba.njit(fastmath=FASTMATH, parallel=True)
+    def dense(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
+              times: np.ndarray) -> np.ndarray:
+        n_s = y0.shape[0]
+        n_t = times.shape[0]
+        out = np.empty((n_s, n_t, n))
+        for s in numba.prange(n_s):  # subjects are independent: threads, same numbers
+            _dense_one(y0[s], params[s], cov[s], grid, times, out[s])
+        return out
+
+    return forward, backward, solve, dense
 
 
 class RK4Kernel:
@@ -306,7 +368,7 @@ class RK4Kernel:
         self.source = src
         self.rhs = compile_source(src.rhs, "rhs", inline=True)
         self.vjp = compile_source(src.vjp, "vjp", inline=True)
-        self.forward, self.backward, self.solve = _make_kernels(
+        self.forward, self.backward, self.solve, self.dense = _make_kernels(
             self.rhs, self.vjp, len(spec.state_names), len(spec.param_names))
 
 

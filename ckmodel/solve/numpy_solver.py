@@ -14,7 +14,7 @@ CAR-T); switch onsets are in data time. In a closed form, ``t`` is the time sinc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,8 +381,8 @@ def _ode(spec: ModelSpec, env: dict[str, Any], times: np.ndarray, amt: np.ndarra
 
 
 def evaluate_outputs(spec: ModelSpec, states: np.ndarray, params: Mapping[str, Any],
-                     times: np.ndarray, covariates: Mapping[str, Any] | None = None
-                     ) -> dict[str, np.ndarray]:
+                     times: np.ndarray, covariates: Mapping[str, Any] | None = None,
+                     names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Model outputs (analyte predictions) from state trajectories.
 
     Parameters
@@ -393,6 +393,8 @@ def evaluate_outputs(spec: ModelSpec, states: np.ndarray, params: Mapping[str, A
     params, covariates : mapping
         As given to :func:`solve_states`.
     times : array, shape (n_times,)
+    names : sequence of str, optional
+        Only these outputs (default all).
 
     Returns
     -------
@@ -408,4 +410,4 @@ def evaluate_outputs(spec: ModelSpec, states: np.ndarray, params: Mapping[str, A
     for i, s in enumerate(spec.state_names):
         env[s] = states[:, i, :]
     return {name: np.broadcast_to(f(env), states[:, 0, :].shape).copy()
-            for name, f in comp.outputs.items()}
+            for name, f in comp.outputs.items() if names is None or name in names}
