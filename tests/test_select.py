@@ -163,3 +163,16 @@ def test_save_load_and_plot(fit, models, tmp_path):
     with pytest.raises(ValueError, match="not a dose selection"):
         xr.Dataset({"a": ("x", [1.0])}).to_netcdf(tmp_path / "x.nc", engine="h5netcdf")
         load_selection(tmp_path / "x.nc")
+
+
+def test_report_section_holds_decision_table_and_figure(fit, models):
+    from ckmodel.report.document import FigureBlock, Table, Text
+    from ckmodel.report.extras import selection_section
+
+    sel = select_dose(fit, list(models), [0.5, 1.0, 2.0], n_patients=20, n_draws=10, seed=1)
+    section = selection_section(sel)
+    texts = [b for b in section.blocks if isinstance(b, Text)]
+    tables = [b.frame for b in section.blocks if isinstance(b, Table)]
+    assert "Utility = P(CRC) - P(DLT)" in str(texts[0].text)
+    assert list(tables[0]["DOSE"]) == [0.5, 1.0, 2.0]
+    assert any(isinstance(b, FigureBlock) for b in section.blocks)

@@ -68,7 +68,7 @@ def test_select_refuses_bad_options_before_work(small_fit_file, er_files, tmp_pa
 
 def test_select_missing_er_file(small_fit_file, tmp_path):
     res = invoke("select", small_fit_file, "--er", tmp_path / "nope.nc", "--doses", "1,2")
-    assert res.exit_code == 2 and "no such file" in res.output
+    assert res.exit_code == 2 and "no such file" in " ".join(res.output.split())
 
 
 def test_simulate_from_fit(small_fit, small_fit_file, tmp_path):
@@ -135,3 +135,10 @@ def test_design_and_next_dose_ck(small_fit_file, tmp_path):
         assert res.exit_code == 2 and option in res.output, res.output
     res = invoke("design", "--design", "boin", "--tox", "0.1,0.2", "--exposure-slope", "2")
     assert res.exit_code == 2 and "--exposure-slope" in res.output
+
+
+def test_report_refuses_a_file_that_is_no_selection(small_fit_file, er_files, tmp_path):
+    out = tmp_path / "r.html"
+    res = invoke("report", small_fit_file, "--selection", er_files[0], "-o", out)
+    assert res.exit_code == 2 and "--selection" in res.output, res.output
+    assert not out.exists()

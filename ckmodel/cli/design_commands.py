@@ -68,7 +68,8 @@ def _ck_exposure(names: list[str], fit_file: Path | None, doses: str | None, exp
     say(f"ck: exposure {a}_{m} of new patients at each dose, from {fit_file}")
     try:
         with shown_warnings():
-            vp = simulate_patients(fit, dose_list, n_patients=200, n_draws=100, seed=seed,
+            # 100 patients x 40 draws: the 4,000 exposure samples per level the model keeps
+            vp = simulate_patients(fit, dose_list, n_patients=100, n_draws=40, seed=seed,
                                    analytes=[a], metrics=[m])
             return ExposureModel.from_patients(vp, f"{a}_{m}")
     except ValueError as exc:

@@ -98,3 +98,61 @@ def test_crc_on_auc_and_blast(example_fit, truth):
     for term, value in zip(["log(PB_QPCR_AUC0_28)", "log(BM_BLAST_PCT)"], mle[1:],
                            strict=True):
         assert abs(coef.loc[term, "median"] - value) < 0.5 * coef.loc[term, "sd"], term
+
+
+def _true_dlt_rates(doses, n=20000, seed=0):
+    """Population DLT rate per dose under truth.json: true kinetics, covariates and relations
+    (DLT = CRS >= 4 or ICANS >= 3, else the logistic DLT; independent logistic noises)."""
+    import numpy as np
+    from scipy import special
+
+    from ckmodel.resources import example_data
+    from ckmodel.solve import evaluate_outputs, solve_states
+    from ckmodel.spec import from_scale, load_model, to_scale
+
+    ck, _ = example_data("example_trial")
+    t = json.loads((ck.parent / "truth.json").read_text())
+    spec = load_model(t["model"])
+    rng = np.random.default_rng(seed)
+    blast = np.round(np.clip(np.exp(rng.normal(np.log(30), 0.8, n)), 5, 90))
+    ld = rng.random(n) < 0.9
+    g = {p: to_scale(np.asarray(t["typical"][p]), t["omega_scale"][p])
+         + t["omega"][p] * rng.standard_normal(n) for p in spec.param_names}
+    g["f0"] = g["f0"] + 0.6 * np.log(blast / 30) + np.where(ld, 0.0, -0.7)
+    par = {p: from_scale(g[p], t["omega_scale"][p]) for p in spec.param_names}
+    grid = np.arange(0, 28.0001, 0.05)  # truth.json's Cmax grid
+    rel = t["relations"]
+    out = []
+    for dose in doses:
+        st = solve_states(spec, par, grid, amt=np.full(n, dose))
+        cmax = evaluate_outputs(spec, st, par, grid, names=["PB_QPCR"])["PB_QPCR"].max(axis=1)
+        lc, lb = np.log(cmax / t["exposure"]["CMAX_REF"]), np.log(blast / 30)
+        crs4 = special.expit(rel["CRS_GRADE"]["b_cmax"] * lc + rel["CRS_GRADE"]["b_blast"] * lb
+                             - rel["CRS_GRADE"]["theta"][3])
+        icans3 = special.expit(rel["ICANS_GRADE"]["b_cmax"] * lc - rel["ICANS_GRADE"]["theta"][2])
+        other = special.expit(rel["DLT"]["intercept"] + rel["DLT"]["b_cmax"] * lc
+                              + rel["DLT"]["b_blast"] * lb)
+        out.append(float(np.mean(1 - (1 - crs4) * (1 - icans3) * (1 - other))))
+    return out
+
+
+def test_dose_selection_consistent_with_the_truth(example_fit):
+    """DLT on model-based Cmax and log blast %, virtual patients from the converged CK fit:
+    every true population DLT rate (0.05 to 0.33 over 0.5-8 x 1e6/kg) sits inside its 95 %
+    interval, and overdose control at 30 % recommends the true highest dose under 30 % (4)."""
+    from ckmodel.response import fit_response
+    from ckmodel.select import select_dose
+
+    doses = [0.5, 1.0, 2.0, 4.0, 8.0]
+    dlt = fit_response(example_fit.data, "DLT", exposure="CMAX", fit=example_fit,
+                       covariates=["log(BM_BLAST_PCT)"], draws=1000, tune=1000, chains=4,
+                       seed=6)
+    assert dlt.meta["convergence"]["ok"], dlt.meta["convergence"]["problems"]
+    sel = select_dose(example_fit, [dlt], doses, target=0.3, overdose_limit=0.25,
+                      n_patients=300, n_draws=300, seed=7)
+    truth = _true_dlt_rates(doses)
+    assert truth[3] < 0.3 < truth[4]
+    for k, p in enumerate(truth):
+        row = sel.table.iloc[k]
+        assert row["P_DLT_LOWER"] < p < row["P_DLT_UPPER"], (doses[k], p, row)
+    assert sel.recommended == 4.0, sel.table
