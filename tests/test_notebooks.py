@@ -14,7 +14,9 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.py"))
 #: What each notebook must leave in its output folder.
 OUTPUTS = {"01_fit_and_report": ["fit.nc", "report.html"],
-           "02_exposure_response": ["er_1.nc", "er_4.nc", "report.html"]}
+           "02_exposure_response": ["er_1.nc", "er_4.nc", "report.html"],
+           "03_dose_selection": ["selection.nc", "operating_characteristics.csv",
+                                 "report.html"]}
 
 
 def test_there_are_notebooks_and_each_names_its_outputs():
