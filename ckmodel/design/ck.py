@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import special
 
@@ -47,6 +48,21 @@ from ckmodel.design.records import Cohort, Decision, Step, level_tallies
 __all__ = ["CKGuided", "ExposureModel", "PHASE_CK"]
 
 PHASE_CK = "CK"
+
+
+@numba.njit(cache=True, parallel=True)
+def _add_patients(ll: np.ndarray, rows: np.ndarray, x: np.ndarray, y: np.ndarray,
+                  a: np.ndarray, b: np.ndarray) -> None:
+    """``ll[rows[i]] += log p(y_i | a + b x_i)`` on the grid (numerically stable log-expit).
+
+    ``rows`` are distinct (one patient per trial per call), so trials run in threads.
+    """
+    for i in numba.prange(rows.size):
+        r = rows[i]
+        for g in range(a.size):
+            eta = a[g] + b[g] * x[i]
+            z = eta if y[i] == 1 else -eta  # log expit(z)
+            ll[r, g] += -np.log1p(np.exp(-z)) if z > 0 else z - np.log1p(np.exp(z))
 
 
 @dataclass(frozen=True, eq=False)
@@ -365,9 +381,7 @@ class CKGuided:
                 on = j < size
                 tj = t[on]
                 x, yj = self.patient_outcomes(dt[on], uniforms[tj, pos[tj] + j], alpha)
-                eta = self._a[None, :] + self._b[None, :] * (x - self.exposure.reference)[:, None]
-                ll[tj] += np.where(yj[:, None] == 1, special.log_expit(eta),
-                                   special.log_expit(-eta))
+                _add_patients(ll, tj, x - self.exposure.reference, yj, self._a, self._b)
                 dlt[on] += yj
             pos[t] += size
             cohorts[t] += 1
