@@ -32,7 +32,6 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ckmodel import fit, fit_response, load_model, read_ck, select_dose, write_report
