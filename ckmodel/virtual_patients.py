@@ -156,7 +156,7 @@ def _patients(fit: Any, n_patients: int, covariates: Any, dose_covariate: str | 
 
 def _task(spec: Any, pnames: list[str], grid: np.ndarray, times: np.ndarray | None,
           analytes: list[str], metrics: list[str], lloq: dict[str, float], solver: str,
-          g: np.ndarray, dose: float, covs: dict[str, np.ndarray],
+          regimen: np.ndarray, g: np.ndarray, dose: float, covs: dict[str, np.ndarray],
           residual: dict[str, Any] | None, seed: np.random.SeedSequence
           ) -> dict[str, np.ndarray]:
     """Solve one block: ``g`` (draws_b, patients, params) at one dose -> metrics, trajectories."""
@@ -168,13 +168,16 @@ def _task(spec: Any, pnames: list[str], grid: np.ndarray, times: np.ndarray | No
     cov = {c: np.tile(v, n_d) for c, v in covs.items()}
     t = grid if times is None else np.unique(np.concatenate([grid, times]))
     amt = np.full(n_d * n_p, float(dose))
-    if solver == "kernel" or (solver == "auto" and spec.solution is None):
+    if regimen.size == 1 and (solver == "kernel" or (solver == "auto"
+                                                      and spec.solution is None)):
         from ckmodel.population.ode import rk4_states
 
         states = rk4_states(spec, params, t, amt=amt, covariates=cov)
-    else:
+    else:  # closed form (superposition of a regimen) or SciPy
         opts = SolverOptions(method="ode") if solver == "scipy" else None
-        states = solve_states(spec, params, t, amt=amt, covariates=cov, options=opts)
+        states = solve_states(spec, params, t, amt=np.repeat(amt[:, None], regimen.size, 1),
+                              dose_time=np.broadcast_to(regimen, (amt.size, regimen.size)),
+                              covariates=cov, options=opts)
     pred = evaluate_outputs(spec, states, params, t, cov, names=analytes)
     out: dict[str, np.ndarray] = {}
     on_grid = np.searchsorted(t, grid)
@@ -212,6 +215,7 @@ def simulate_patients(
     analytes: Sequence[str] | None = None,
     covariates: Mapping[str, Any] | pd.DataFrame | None = None,
     dose_covariate: str | None = None,
+    dose_times: Sequence[float] | None = None,
     residual: bool = False,
     seed: int = 1,
     solver: str = "auto",
@@ -250,6 +254,10 @@ def simulate_patients(
     dose_covariate : str, optional
         A covariate of the fit's covariate model that *is* the dose (e.g. ``DOSE``); it
         takes each candidate dose's value.
+    dose_times : sequence of float, optional
+        A regimen: each dose is given at each of these times (model time unit, from 0;
+        default one infusion at 0). Closed forms add the doses by superposition; ODE models
+        are then solved by SciPy (the RK4 kernel takes one dose).
     residual : bool
         Also ``obs``: trajectories with the draw's residual error (needs ``times``).
     seed : int
@@ -304,6 +312,15 @@ def simulate_patients(
         keep = np.unique(np.asarray(times, dtype=float))
         if keep.ndim != 1 or keep.size == 0 or not np.all(np.isfinite(keep)) or keep[0] < 0:
             raise ValueError("times must be finite times >= 0 since the dose")
+    regimen = np.atleast_1d(np.asarray([0.0] if dose_times is None else dose_times, float))
+    if (regimen.size == 0 or not np.all(np.isfinite(regimen)) or regimen[0] != 0
+            or np.any(np.diff(regimen) <= 0)):
+        raise ValueError(f"dose_times must start at 0 and increase, got {dose_times!r}")
+    if regimen.size > 1 and solver == "kernel":
+        raise ValueError("the RK4 kernel takes one infusion; use solver='scipy' (or 'auto') "
+                         "for a regimen")
+    if regimen.size > 1 and spec.solution is not None and not spec.superposition:
+        solver = "scipy" if solver == "auto" else solver
     if residual and keep is None:
         raise ValueError("residual=True needs times (observations are kept only at times)")
     known = set(fit.data.covariates.columns) if fit.data is not None else set()
@@ -374,12 +391,13 @@ def simulate_patients(
             args.append((g_k[i0:i1, j0:j1], float(dose),
                          {c: v[j0:j1] for c, v in covs_k.items()}, r_b,
                          seeds[k * len(blocks) + b]))
-    shared = (spec, pnames, grid, keep, chosen, want, lloq, solver)
+    shared = (spec, pnames, grid, keep, chosen, want, lloq, solver, regimen)
     with dask_client(workers=workers, scheduler=scheduler, client=client) as run_on:
         parts = map_tasks(_task, args, run_on, shared=shared, progress=progress)
     ds = _assemble(fit, parts, dose_arr, blocks, samples, source, table, keep, chosen,
                    grid, seed, solver, n_draws)
     ds["params"] = (("dose", "draw", "patient", "parameter"), params)
+    ds.attrs["dose_times"] = regimen.tolist()
     return ds.assign_coords(parameter=pnames)
 
 

@@ -95,6 +95,8 @@ def test_simulate_from_fit(small_fit, small_fit_file, tmp_path):
     (["--solver", "euler"], "--solver"),
     (["--metric", "AUCINF"], "--metric"),
     (["--dose-covariate", "DOSE"], "--dose-covariate"),
+    (["--dose-time", "7"], "--dose-time"),
+    (["--dose-state", "E"], "--dose-state"),
 ])
 def test_simulate_from_fit_refuses(small_fit_file, tmp_path, args, option, monkeypatch):
     monkeypatch.chdir(tmp_path)

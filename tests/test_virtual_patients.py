@@ -208,3 +208,28 @@ def test_rk4_kernel_against_dop853():
         # ODEOptions documents 3.4e-4 at the 99th percentile and 3e-3 at most
         assert np.quantile(rel, 0.99) < 1e-3, o
         assert rel.max() < 1e-2, o
+
+
+def test_regimen_solved_as_the_fit_solves_it(plain):
+    """Two infusions (day 0 and 14): the trajectories equal an independent solve_states of
+    the same patients with both doses, and differ from one infusion only from day 14."""
+    from ckmodel.solve import evaluate_outputs, solve_states
+
+    fit, _ = plain
+    times = np.array([7.0, 13.0, 21.0, 28.0])
+    kw = dict(n_patients=6, n_draws=4, seed=2, times=times)
+    one = simulate_patients(fit, [1.0], **kw)
+    two = simulate_patients(fit, [1.0], dose_times=[0.0, 14.0], **kw)
+    par = {p: two["params"].sel(parameter=p).values[0].ravel() for p in fit.spec.param_names}
+    st = solve_states(fit.spec, par, times, amt=np.ones((24, 2)),
+                      dose_time=np.tile([0.0, 14.0], (24, 1)))
+    ref = evaluate_outputs(fit.spec, st, par, times)["PB_QPCR"].reshape(4, 6, 4)
+    # a model without superposition goes to SciPy's ODE solve (rtol 1e-8), whose output grid
+    # here holds the exposure grid too
+    np.testing.assert_allclose(two["pred"].values[0, :, :, 0], ref, rtol=1e-6)
+    p1, p2 = one["pred"].values[0, :, :, 0], two["pred"].values[0, :, :, 0]
+    np.testing.assert_allclose(p2[..., :2], p1[..., :2], rtol=1e-6)  # closed form vs ODE
+    assert np.all(p2[..., 2:] > p1[..., 2:])
+    assert two.attrs["dose_times"] == [0.0, 14.0]
+    with pytest.raises(ValueError, match="start at 0"):
+        simulate_patients(fit, [1.0], dose_times=[5.0, 10.0])

@@ -128,17 +128,21 @@ def simulate(
         from ckmodel.cli.select_commands import simulate_from_fit
 
         for opt, given in (("--model", model is not None), ("--prior", prior),
-                           ("--dose-time", bool(dose_time)), ("--dose-state", dose_state)):
+                           ("--dose-state", dose_state)):
             if given:
-                bad_option(opt, "not with --fit: the fit's model, posterior and single "
-                                "infusion at time 0 are used")
+                bad_option(opt, "not with --fit: the fit's model, posterior and dosing "
+                                "state are used")
+        if dose_time and dose_time[0] != 0:
+            bad_option("--dose-time", "with --fit the regimen starts at 0 (the first "
+                                      "infusion), e.g. --dose-time 0 --dose-time 14")
         if not dose:
             bad_option("--doses", "give the candidate doses (e.g. --doses 0.5,1,2,4,8)")
         simulate_from_fit(fit_file, doses=list(dose), n_patients=n, n_draws=n_draws, seed=seed,
                           times=times, metric=metric, analyte=analyte, covariate=covariate,
                           pool_file=pool_file, dose_covariate=dose_covariate,
                           residual=residual, solver=solver, workers=workers,
-                          scheduler=scheduler, output=output, csv=csv)
+                          scheduler=scheduler, output=output, csv=csv,
+                          dose_times=dose_time or None)
         return
     fit_only = {"--times": times is not None, "--metric": bool(metric),
                 "--analyte": bool(analyte), "--covariates-file": pool_file is not None,

@@ -133,7 +133,7 @@ def simulate_from_fit(fit_file: Path, *, doses: list[float], n_patients: int, n_
                       analyte: list[str] | None, covariate: list[str] | None,
                       pool_file: Path | None, dose_covariate: str | None, residual: bool,
                       solver: str, workers: int, scheduler: str | None, output: Path,
-                      csv: Path | None) -> None:
+                      csv: Path | None, dose_times: list[float] | None = None) -> None:
     """``ckmodel simulate --fit FIT``: virtual patients from the posterior to NetCDF (+ CSV)."""
     from ckmodel.exposure import metric_names
     from ckmodel.files import atomic_write
@@ -170,7 +170,8 @@ def simulate_from_fit(fit_file: Path, *, doses: list[float], n_patients: int, n_
             ds = simulate_patients(fit, doses, n_patients=n_patients, n_draws=n_draws,
                                    seed=seed, times=keep, metrics=metric or None,
                                    analytes=analyte or None, covariates=covs,
-                                   dose_covariate=dose_covariate, residual=residual,
+                                   dose_covariate=dose_covariate, dose_times=dose_times,
+                                   residual=residual,
                                    solver=solver, workers=workers, scheduler=scheduler,
                                    progress=update)
     except (CKModelError, ValueError) as exc:
