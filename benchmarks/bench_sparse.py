@@ -10,6 +10,7 @@ ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
     python benchmarks/bench_sparse.py --seeds 1,2,3 --json sparse.json
     python benchmarks/bench_sparse.py --data trial --centered "" --centered f0,tmax
                                            # the example trial, blood_marrow, all analytes
+    python benchmarks/bench_sparse.py --mass-matrix low_rank --target-accept 0.95
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always", ConvergenceWarning)   # recorded, reported below
         res = fit(data, model, seed=seed, draws=args.draws, tune=args.tune,
-                  chains=args.chains, covariates=covariates,
+                  chains=args.chains, covariates=covariates, mass_matrix=args.mass_matrix,
+                  target_accept=args.target_accept,
                   options=PopulationOptions(centered=centered), progressbar=False,
                   posterior_predictive=False, log_likelihood=False)
     wall = time.perf_counter() - t0
@@ -49,6 +51,7 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
     table = convergence_table(res.idata)
     worst = table["ess_bulk"].idxmin()
     return {"data": args.data, "seed": seed, "centered": ",".join(centered) or "-",
+            "mass_matrix": args.mass_matrix, "target_accept": args.target_accept,
             "wall_s": round(wall, 1),
             "sampling_s": res.meta["sampling_seconds"], "divergences": c.get("divergences"),
             "max_rhat": round(c.get("max_rhat", float("nan")), 3),
@@ -67,6 +70,8 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--centered", action="append", default=None,
                     help="comma list of parameters to centre; repeat to compare settings")
+    ap.add_argument("--mass-matrix", default="auto", choices=("auto", "diag", "low_rank"))
+    ap.add_argument("--target-accept", type=float, default=0.9)
     ap.add_argument("--json")
     args = ap.parse_args()
     settings = [tuple(x for x in c.split(",") if x) for c in (args.centered or [""])]

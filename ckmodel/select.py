@@ -237,8 +237,9 @@ def select_dose(
     Returns
     -------
     DoseSelection
-        ``table`` columns: ``DOSE``; per exposure used ``<ANALYTE>_<METRIC>_MEDIAN`` (median
-        patient, posterior median) with ``_LOWER``/``_UPPER``; per endpoint ``P_<E>``
+        ``table`` columns: ``DOSE``, ``DOSE_UNIT``; per exposure used
+        ``<ANALYTE>_<METRIC>_MEDIAN`` (median patient, posterior median) with
+        ``_LOWER``/``_UPPER`` and ``_UNIT``; per endpoint ``P_<E>``
         (posterior mean of the population rate) with ``_LOWER``/``_UPPER``; with a toxicity
         endpoint ``P_OVERDOSE``, ``ADMISSIBLE``, ``P_MTD``, ``RECOMMENDED``; ``UTILITY`` with
         ``_LOWER``/``_UPPER``, ``P_BEST`` and ``BEST``.
@@ -312,11 +313,13 @@ def _decide(fit: Any, ers: list[Any], labels: list[str], thresholds: list[float 
     covs = {str(k): np.asarray(v.values) for k, v in patients.coords.items()
             if v.dims == ("patient",) and k not in ("patient", "source")}
     covs = {k: v.astype(float) for k, v in covs.items() if np.issubdtype(v.dtype, np.number)}
-    table = pd.DataFrame({"DOSE": doses})
+    unit = str(patients.attrs.get("amount_unit", fit.spec.amount_unit))
+    table = pd.DataFrame({"DOSE": doses, "DOSE_UNIT": unit})
     for var in sorted(set(exposures.values())):
         med = patients[var].median("patient").values  # (dose, draw)
         table[f"{var}_MEDIAN"] = np.median(med, axis=1)
         table[f"{var}_LOWER"], table[f"{var}_UPPER"] = _interval(med, level)
+        table[f"{var}_UNIT"] = str(patients[var].attrs.get("unit", ""))
     probs: dict[str, np.ndarray] = {}
     for er, lab, th in zip(ers, labels, thresholds, strict=True):
         n_er = er.idata.posterior.sizes["chain"] * er.idata.posterior.sizes["draw"]

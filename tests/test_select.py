@@ -156,7 +156,10 @@ def test_save_load_and_plot(fit, models, tmp_path):
     path = sel.save(tmp_path / "sel.nc")
     back = load_selection(path)
     assert back.recommended == sel.recommended and back.best == sel.best
-    np.testing.assert_allclose(back.table.to_numpy(float), sel.table.to_numpy(float))
+    num = sel.table.select_dtypes("number").columns
+    np.testing.assert_allclose(back.table[num].to_numpy(float), sel.table[num].to_numpy(float))
+    assert back.table["DOSE_UNIT"].tolist() == [fit.spec.amount_unit] * 3
+    assert back.table["PB_QPCR_CMAX_UNIT"].iloc[0] == fit.spec.output("PB_QPCR").unit
     assert back.settings["utility"] == sel.settings["utility"]
     fig = back.plot()
     assert fig.axes[0].get_xlabel() == f"dose ({fit.spec.amount_unit})"
