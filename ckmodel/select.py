@@ -18,8 +18,9 @@ spread (that is in each patient's probability). From these:
 - **the MTD's uncertainty**: ``P_MTD``, the posterior probability that the dose is the highest
   with ``P_tox <= target``;
 - **utility**: ``U(x, d) = sum_E w_E P_E(x, d)`` (default weight +1 for response endpoints
-  and -1 for toxicity: the expected number of responders minus the expected number with
-  toxicity per patient); ``BEST`` marks the admissible dose with the highest posterior mean
+  and -1 for toxicity and for time-to-event endpoints, whose events are relapse or death:
+  the expected number of responders minus the expected number harmed, per patient);
+  ``BEST`` marks the admissible dose with the highest posterior mean
   utility and ``P_BEST`` the posterior probability that each admissible dose has the highest
   utility.
 """
@@ -44,16 +45,20 @@ TOXICITY_ENDPOINTS = ("DLT", "CRS3", "ICANS3", "CRS_GRADE", "ICANS_GRADE")
 
 
 def endpoint_label(er: Any, threshold: float | None = None) -> str:
-    """Column stem of an E-R model: ``DLT``, ``CRC``, ``CRS_GRADE_GE3`` ..."""
+    """Column stem of an E-R model: ``DLT``, ``CRC``, ``CRS_GRADE_GE3``, ``EFS_BY365`` ..."""
     name = str(er.endpoint).upper()
     if er.kind == "ordinal":
         k = int(threshold if threshold is not None else er.meta["categories"][-1])
         return f"{name}_GE{k}"
+    if er.kind == "tte":
+        t = float(threshold if threshold is not None else er.meta["t_ref"])
+        return f"{name}_BY{t:g}"
     return name
 
 
-def _is_toxicity(er: Any) -> bool:
-    return str(er.endpoint).upper() in TOXICITY_ENDPOINTS
+def _is_harm(er: Any) -> bool:
+    """Toxicity, or an event of a time-to-event endpoint (relapse, death): weight -1."""
+    return str(er.endpoint).upper() in TOXICITY_ENDPOINTS or er.kind == "tte"
 
 
 @dataclass
@@ -164,7 +169,7 @@ def _weights(ers: Sequence[Any], labels: list[str], weights: Mapping[str, float]
     out = {}
     for er, lab in zip(ers, labels, strict=True):
         key = next((k for k in (lab, str(er.endpoint).upper()) if k in given), None)
-        out[lab] = given.pop(key) if key is not None else (-1.0 if _is_toxicity(er) else 1.0)
+        out[lab] = given.pop(key) if key is not None else (-1.0 if _is_harm(er) else 1.0)
     if given:
         raise ValueError(f"weight(s) for {sorted(given)} match no E-R model "
                          f"({', '.join(labels)})")
@@ -207,8 +212,10 @@ def select_dose(
     fit : Fit
         The CK fit that maps dose to exposure.
     responses : sequence of ResponseFit
-        Binary or ordinal E-R models (DLT, CRS3, CRc ...) fitted on this fit's exposures
-        (or without exposure).
+        E-R models (DLT, CRS3, CRc, CRS_GRADE, EFS ...) fitted on this fit's exposures (or
+        without exposure); a time-to-event model enters as P(event by its ``thresholds``
+        time, default the model's ``t_ref``), a cumulative incidence before any transplant
+        when HSCT competes.
     doses : sequence of float
         Candidate doses (model amount unit).
     target : float
@@ -223,7 +230,7 @@ def select_dose(
         toxicity.
     thresholds : mapping of str to float, optional
         Ordinal endpoints: grade threshold per endpoint (default 3 for CRS/ICANS grades,
-        else the highest grade seen).
+        else the highest grade seen); time-to-event endpoints: the time (data time unit).
     n_patients, n_draws, seed
         Virtual patients per dose, posterior draws, seed (:func:`simulate_patients`).
     level : float
@@ -256,11 +263,8 @@ def select_dose(
     thr = {str(k).upper(): float(v) for k, v in dict(thresholds or {}).items()}
     th_used = []
     for er in ers:
-        if er.kind == "tte":
-            raise ValueError(f"{er.endpoint} is a time-to-event model; dose selection uses "
-                             "binary and ordinal endpoints (e.g. DLT, CRS3, CRc)")
         default = 3.0 if str(er.endpoint).upper() in ("CRS_GRADE", "ICANS_GRADE") else None
-        th_used.append(thr.get(str(er.endpoint).upper(), default) if er.kind == "ordinal"
+        th_used.append(thr.get(str(er.endpoint).upper(), default) if er.kind != "binary"
                        else None)
     labels = [endpoint_label(er, t) for er, t in zip(ers, th_used, strict=True)]
     if len(set(labels)) != len(labels):

@@ -78,10 +78,50 @@ def test_paired_probability_covariates_and_ordinal():
     p3 = crs.paired_probability(np.full((1, 1), np.exp(9.0)), [0], threshold=3)
     b = crs.slopes()[0, 0]
     np.testing.assert_allclose(p3[0, 0], special.expit(b * 1.0 - 2.0), rtol=1e-12)
-    tte = hand_response("EFS", 0, 1)
-    tte.kind = "tte"
-    with pytest.raises(ValueError, match="time-to-event"):
-        tte.paired_probability(x, [0])
+
+
+def hand_survival(competing=False, n=200, seed=0):
+    """A Weibull E-R model (optionally with a competing HSCT hazard) written by hand."""
+    rng = np.random.default_rng(seed)
+    shape = (2, n // 2)
+    post = {"log_lambda": (("chain", "draw"), -4.0 + 0.1 * rng.standard_normal(shape)),
+            "log_shape": (("chain", "draw"), np.log(1.2) + 0.05 * rng.standard_normal(shape)),
+            "beta": (("chain", "draw", "term"), (0.6 + 0.05 * rng.standard_normal(shape))[
+                ..., None])}
+    if competing:
+        post.update({"log_lambda_hsct": (("chain", "draw"), np.full(shape, -5.0)),
+                     "log_shape_hsct": (("chain", "draw"), np.full(shape, 0.0)),
+                     "beta_hsct": (("chain", "draw", "term"), np.full((*shape, 1), -0.2))})
+    idata = az.InferenceData(posterior=xr.Dataset(
+        post, coords={"chain": [0, 1], "draw": np.arange(shape[1]), "term": ["X"]}))
+    return ResponseFit(endpoint="EFS", kind="tte", model="weibull",
+                       exposure_metric="PB_QPCR_CMAX", exposure_scale="log", covariates=(),
+                       uncertainty="plugin", hsct="competing" if competing else "censor",
+                       idata=idata, meta={"terms": ["X"], "center": [8.0], "scale": [1.0],
+                                          "t_ref": 100.0})
+
+
+@pytest.mark.parametrize("competing", [False, True])
+def test_paired_probability_of_time_to_event(competing):
+    er = hand_survival(competing)
+    x = np.exp(np.random.default_rng(1).normal(8, 1, (4, 5)))
+    samples = np.array([3, 50, 120, 199])
+    got = er.paired_probability(x, samples, threshold=200.0)
+    for i, s in enumerate(samples):
+        np.testing.assert_allclose(got[i], er.event_probability(x[i], [200.0])[s, :, 0],
+                                   rtol=1e-10)
+    assert np.all(np.diff(got[0][np.argsort(x[0])]) > 0)  # more exposure, more events
+
+
+def test_time_to_event_endpoint_in_the_selection(fit, models):
+    dlt, crc = models
+    efs = hand_survival()
+    sel = select_dose(fit, [dlt, crc, efs], [0.5, 2.0], n_patients=20, n_draws=10, seed=1,
+                      thresholds={"EFS": 365})
+    assert "P_EFS_BY365" in sel.table and sel.settings["weights"]["EFS_BY365"] == -1.0
+    np.testing.assert_allclose(sel.draws["UTILITY"].values,
+                               sel.draws["P_CRC"].values - sel.draws["P_DLT"].values
+                               - sel.draws["P_EFS_BY365"].values)
 
 
 def test_rates_per_draw_equal_a_direct_computation(fit, models):

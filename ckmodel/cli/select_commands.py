@@ -211,8 +211,8 @@ def exposure_by_dose(ds: Any) -> Any:
 def select_command(
     fit_file: FitArg,
     er: Annotated[list[Path], typer.Option(
-        "--er", help="Exposure-response fit from 'ckmodel response' (repeat: DLT, CRS3, CRc "
-                     "...); binary or ordinal endpoints")],
+        "--er", help="Exposure-response fit from 'ckmodel response' (repeat: DLT, CRS3, CRc, "
+                     "CRS_GRADE, EFS ...)")],
     doses: Annotated[str, typer.Option(
         "--doses", metavar="D1,D2,...", help="Candidate doses in the model's amount unit, "
                                               "increasing")],
@@ -229,8 +229,9 @@ def select_command(
         "--weight", metavar="ENDPOINT=W", help="Utility weight (repeatable); default +1 "
                                                "response, -1 toxicity")] = None,
     threshold: Annotated[list[str] | None, typer.Option(
-        "--threshold", metavar="ENDPOINT=GRADE", help="Ordinal endpoints: P(grade >= GRADE) "
-                                                      "(default 3 for CRS/ICANS grades)")] = None,
+        "--threshold", metavar="ENDPOINT=VALUE", help="Ordinal endpoints: P(grade >= VALUE) "
+                       "(default 3 for CRS/ICANS grades); time to event: P(event by time "
+                       "VALUE), data time unit (default the model's reference time)")] = None,
     n_patients: Annotated[int, typer.Option("--n-patients", min=1,
                                             help="Virtual patients per dose")] = 200,
     n_draws: Annotated[int, typer.Option("--n-draws", min=1,
@@ -262,7 +263,7 @@ def select_command(
         if not 0.0 < v < 1.0:
             bad_option(opt, f"{v:g} must be between 0 and 1")
     weights = parse_numbers(parse_assignments(weight, "--weight", "NUMBER"), "--weight")
-    thresholds = parse_numbers(parse_assignments(threshold, "--threshold", "GRADE"),
+    thresholds = parse_numbers(parse_assignments(threshold, "--threshold", "VALUE"),
                                "--threshold")
     for path in er:
         check_file(path, "--er")
@@ -273,14 +274,10 @@ def select_command(
             ers.append(load_response(path))
         except (OSError, ValueError, KeyError) as exc:
             bad_option("--er", f"{path}: not an exposure-response fit ({exc})")
-    tte = [str(p) for p, r in zip(er, ers, strict=True) if r.kind == "tte"]
-    if tte:
-        bad_option("--er", f"{', '.join(tte)}: time-to-event models; dose selection uses "
-                           "binary and ordinal endpoints")
     th = {k.upper(): v for k, v in thresholds.items()}
-    labels = [endpoint_label(r, th.get(r.endpoint.upper(), 3.0 if r.endpoint.upper() in
-                                       ("CRS_GRADE", "ICANS_GRADE") else None))
-              for r in ers]
+    labels = [endpoint_label(r, None if r.kind == "binary" else th.get(
+        r.endpoint.upper(), 3.0 if r.endpoint.upper() in ("CRS_GRADE", "ICANS_GRADE")
+        else None)) for r in ers]
     if len(set(labels)) != len(labels):
         bad_option("--er", f"two models of the same endpoint ({', '.join(labels)})")
     known = set(labels) | {r.endpoint.upper() for r in ers}

@@ -209,7 +209,9 @@ class ResponseFit:
             ``log(BM_BLAST_PCT)`` term), scalar or one per column of ``exposure``; default
             the mean of the data on the model scale.
         threshold : float, optional
-            Ordinal: P(grade >= threshold) (default the highest grade seen).
+            Ordinal: P(grade >= threshold) (default the highest grade seen). Time to event:
+            P(event by this time, data time unit; default ``t_ref``), the cumulative incidence
+            before any transplant when HSCT competes.
 
         Returns
         -------
@@ -219,28 +221,34 @@ class ResponseFit:
 
         from ckmodel.response.analysis import covariate_column
 
-        if self.kind == "tte":
-            raise ValueError(f"{self.endpoint} is a time-to-event model: paired probabilities "
-                             "are for binary and ordinal endpoints")
         idx = np.asarray(samples, dtype=int)
         x = np.asarray(exposure, dtype=float)
         x = np.broadcast_to(x, (idx.size, x.shape[-1])) if x.ndim == 2 else \
             np.broadcast_to(x, (idx.size, x.size))
-        b = self.slopes()[idx]
         cov = dict(covariates or {})
-        eta = np.zeros(x.shape)
-        for j, t in enumerate(self.meta["terms"]):
-            if j == 0 and self.exposure_metric is not None:
-                v = np.log(x) if self.exposure_scale == "log" else x
-            else:
-                col = covariate_column(t)
-                if col in cov:
-                    raw = np.asarray(cov[col], dtype=float)
-                    v = np.broadcast_to(np.log(raw) if t.startswith("log(") else raw,
-                                        (x.shape[1],))[None, :]
+
+        def linear(suffix: str = "") -> np.ndarray:
+            b = self.slopes(suffix)[idx]
+            eta = np.zeros(x.shape)
+            for j, t in enumerate(self.meta["terms"]):
+                if j == 0 and self.exposure_metric is not None:
+                    v = np.log(x) if self.exposure_scale == "log" else x
                 else:
-                    v = np.full((1, x.shape[1]), float(self.meta["center"][j]))
-            eta = eta + b[:, [j]] * v
+                    col = covariate_column(t)
+                    if col in cov:
+                        raw = np.asarray(cov[col], dtype=float)
+                        v = np.broadcast_to(np.log(raw) if t.startswith("log(") else raw,
+                                            (x.shape[1],))[None, :]
+                    else:
+                        v = np.full((1, x.shape[1]), float(self.meta["center"][j]))
+                eta = eta + b[:, [j]] * v
+            return eta
+
+        eta = linear()
+        if self.kind == "tte":
+            t_at = float(self.meta["t_ref"] if threshold is None else threshold)
+            eta_h = linear("_hsct") if "log_lambda_hsct" in self.idata.posterior else None
+            return self._incidence(eta, eta_h, idx, [t_at])[..., 0]
         d = self.coefficient_draws()
         if self.kind == "binary":
             lin = d["intercept"].to_numpy()[idx, None] + eta
@@ -262,22 +270,29 @@ class ResponseFit:
         """
         if self.kind != "tte":
             raise ValueError("event_probability is for time-to-event models")
-        times = np.atleast_1d(np.asarray(times, float))
         eta, _ = self._eta(exposure, covariates)
-        d = self.coefficient_draws()
+        eta_h = (self._eta(exposure, covariates, "_hsct")[0]
+                 if "log_lambda_hsct" in self.idata.posterior else None)
+        return self._incidence(eta, eta_h, np.arange(eta.shape[0]), times)
+
+    def _incidence(self, eta: np.ndarray, eta_h: np.ndarray | None, idx: np.ndarray,
+                   times: Any) -> np.ndarray:
+        """P(event by each time) for linear predictors ``eta`` (rows: samples ``idx``)."""
+        times = np.atleast_1d(np.asarray(times, float))
+        d = self.coefficient_draws().iloc[idx]
         if self.model == "piecewise":
             from ckmodel.response.likelihoods import piece_exposure
 
             at_risk, _ = piece_exposure(times, np.asarray(self.meta["cuts"]))
             cols = [c for c in d.columns if c.startswith("log_hazard_")]
-            base = np.exp(d[cols].to_numpy()) @ at_risk.T  # draws x times
+            base = np.exp(d[cols].to_numpy()) @ at_risk.T  # rows x times
             return 1.0 - np.exp(-base[:, None, :] * np.exp(eta)[:, :, None])
         lam = np.exp(d["log_lambda"].to_numpy())[:, None, None]
         k = d["shape"].to_numpy()[:, None, None]
         e1 = np.exp(eta)[:, :, None]
-        if "log_lambda_hsct" not in self.idata.posterior:
+        if eta_h is None:
             return 1.0 - np.exp(-lam * times[None, None, :] ** k * e1)
-        e2 = np.exp(self._eta(exposure, covariates, "_hsct")[0])[:, :, None]
+        e2 = np.exp(eta_h)[:, :, None]
         lam_h = np.exp(d["hsct: log_lambda"].to_numpy())[:, None, None]
         k_h = d["hsct: shape"].to_numpy()[:, None, None]
         edges = np.linspace(0.0, float(times.max()), 4001)
