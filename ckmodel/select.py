@@ -283,7 +283,14 @@ def select_dose(
     exposures = {}
     for er, lab in zip(ers, labels, strict=True):
         if er.exposure_metric is not None:
-            a, m = resolve_metric(er.exposure_metric, analytes, fit.spec.time_unit)
+            try:
+                a, m = resolve_metric(er.exposure_metric, analytes, fit.spec.time_unit)
+            except ValueError:
+                raise ValueError(
+                    f"the {er.endpoint} model's exposure {er.exposure_metric!r} is not a "
+                    f"model-based metric of {fit.spec.name} ({', '.join(analytes)}): dose "
+                    "selection needs E-R models fitted on the CK fit's exposure (e.g. "
+                    "'ckmodel response FIT --endpoint DLT --exposure CMAX')") from None
             exposures[lab] = f"{a}_{m}"
     doses_arr = np.asarray(doses, dtype=float)
     if patients is None:

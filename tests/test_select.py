@@ -219,3 +219,10 @@ def test_report_section_holds_decision_table_and_figure(fit, models):
     assert "Utility = P(CRC) - P(DLT)" in str(texts[0].text)
     assert list(tables[0]["DOSE"]) == [0.5, 1.0, 2.0]
     assert any(isinstance(b, FigureBlock) for b in section.blocks)
+
+
+def test_an_nca_exposure_model_is_refused_with_what_to_do(fit):
+    er = hand_response("DLT", -4.0, 1.0)
+    er.exposure_metric = "AUC_NCA"
+    with pytest.raises(ValueError, match="not a model-based metric.*--exposure CMAX"):
+        select_dose(fit, [er], [1.0, 2.0])
