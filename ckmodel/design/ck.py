@@ -43,7 +43,14 @@ import numpy as np
 from scipy import special
 
 from ckmodel.design.batch import StopCode, TrialBatch
-from ckmodel.design.records import Cohort, Decision, Step, level_tallies
+from ckmodel.design.records import (
+    Cohort,
+    Decision,
+    Step,
+    level_tallies,
+    restrict_levels,
+    restricted_step,
+)
 
 __all__ = ["CKGuided", "ExposureModel", "PHASE_CK"]
 
@@ -270,10 +277,6 @@ class CKGuided:
             best = np.where(p_over[..., 0] > self.safety_stop, -1, best)
         return best
 
-    def _restrict(self, rec: np.ndarray, last: np.ndarray, last_rate: np.ndarray) -> np.ndarray:
-        cap = np.where(last_rate >= self.target, last, last + 1)
-        return np.minimum(rec, cap)
-
     def posterior_table(self, history: Sequence[Cohort]) -> tuple[np.ndarray, np.ndarray]:
         """``E[T_k]`` and ``P(T_k > target)`` on a history (patients with exposures)."""
         x, y = self._patients(history)
@@ -309,7 +312,6 @@ class CKGuided:
         mean, p_over = self.posterior_table(history)
         rec = int(self.recommend(mean, p_over))
         treated = int(n.sum())
-        last = history[-1]
         here = "CK: P_DLT = [" + ", ".join(f"{p:.3f}" for p in mean) + "]"
         if rec < 0:
             return Step(Decision.STOP_TOO_TOXIC, f"{here}; P(rate > {self.target:g} | data) "
@@ -317,19 +319,11 @@ class CKGuided:
         if treated >= self.max_n:
             return Step(Decision.STOP_MTD_FOUND, f"{here}; maximum sample size {self.max_n} "
                         f"reached -> MTD = level {rec}", mtd=rec)
-        nxt = int(self._restrict(np.array(rec), np.array(last.level),
-                                 np.array(last.n_dlt / last.n)))
         why = f"closest to {self.target:g}" + (
             "" if self.overdose_limit is None else
             f" with P(rate > target) <= {self.overdose_limit:g}") + f": level {rec}"
-        if nxt != rec:
-            why += (f", restricted to level {nxt} (" + ("last cohort at or above the target"
-                    if last.n_dlt / last.n >= self.target else "no skipping") + ")")
-        decision = (Decision.ESCALATE if nxt > last.level else
-                    Decision.DE_ESCALATE if nxt < last.level else Decision.STAY)
-        size = min(int(self.cohort_size), int(self.max_n) - treated)
-        return Step(decision, f"{here}; {why} -> level {nxt}", next_level=nxt,
-                    cohort_size=size, phase=PHASE_CK)
+        return restricted_step(rec, history, target=self.target, cohort_size=self.cohort_size,
+                               max_n=self.max_n, phase=PHASE_CK, here=here, why=why)
 
     # --- simulation -------------------------------------------------------------------------
     def true_intercepts(self, probs: np.ndarray) -> np.ndarray:
@@ -394,6 +388,6 @@ class CKGuided:
             stop[t[none]] = StopCode.TOO_TOXIC
             stop[t[full]] = StopCode.MTD_FOUND
             mtd[t[full]] = rec[full]
-            d[t] = self._restrict(rec, dt, dlt / size)
+            d[t] = restrict_levels(rec, dt, dlt / size, self.target)
             active[t[none | full]] = False
         return TrialBatch(n, y, mtd, cohorts, stop)

@@ -18,7 +18,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ckmodel.design.batch import StopCode, TrialBatch, cumulative_dlts
-from ckmodel.design.records import Cohort, Decision, Step, level_tallies
+from ckmodel.design.records import (
+    Cohort,
+    Decision,
+    Step,
+    level_tallies,
+    restrict_levels,
+    restricted_step,
+)
 
 __all__ = ["CRM", "CrmPosterior", "DFCRM_PRIOR_SD", "crm_posterior", "crm_skeleton"]
 
@@ -319,10 +326,6 @@ class CRM:
             best = np.where(post.p_overdose[..., 0] > self.safety_stop, -1, best)
         return best
 
-    def _restrict(self, rec: np.ndarray, last: np.ndarray, last_rate: np.ndarray) -> np.ndarray:
-        cap = np.where(last_rate >= self.target, last, last + 1)
-        return np.minimum(rec, cap)
-
     def decide(self, history: Sequence[Cohort], n_levels: int) -> Step:
         """Next step of the CRM on a history; see the class docstring."""
         if n_levels != len(self.skeleton):
@@ -336,7 +339,6 @@ class CRM:
         post = self.posterior(n, y)
         est = self.estimates(post)
         treated = int(n.sum())
-        last = history[-1]
         rec = int(self.recommend(post))
         shown = ", ".join(f"{p:.3f}" for p in est)
         here = f"CRM: P_DLT = [{shown}]"
@@ -347,17 +349,9 @@ class CRM:
         if treated >= self.max_n:
             return Step(Decision.STOP_MTD_FOUND, f"{here}; maximum sample size {self.max_n} "
                         f"reached -> MTD = level {rec}", mtd=rec)
-        nxt = int(self._restrict(np.array(rec), np.array(last.level),
-                                 np.array(last.n_dlt / last.n)))
         why = f"closest to {self.target:g}: level {rec}"
-        if nxt != rec:
-            why += (f", restricted to level {nxt} (" + ("last cohort at or above the target"
-                    if last.n_dlt / last.n >= self.target else "no skipping") + ")")
-        decision = (Decision.ESCALATE if nxt > last.level else
-                    Decision.DE_ESCALATE if nxt < last.level else Decision.STAY)
-        size = min(int(self.cohort_size), int(self.max_n) - treated)
-        return Step(decision, f"{here}; {why} -> level {nxt}", next_level=nxt,
-                    cohort_size=size, phase=PHASE_CRM)
+        return restricted_step(rec, history, target=self.target, cohort_size=self.cohort_size,
+                               max_n=self.max_n, phase=PHASE_CRM, here=here, why=why)
 
     def simulate_batch(self, probs: np.ndarray, uniforms: np.ndarray) -> TrialBatch:
         """Vectorised simulation of trials (same trials as the rule walked one by one).
@@ -406,7 +400,7 @@ class CRM:
             stop[t[none]] = StopCode.TOO_TOXIC
             stop[t[full]] = StopCode.MTD_FOUND
             mtd[t[full]] = rec[full]
-            d[t] = self._restrict(rec, dt, dlt / size)
+            d[t] = restrict_levels(rec, dt, dlt / size, self.target)
             active[t[none | full]] = False
         return TrialBatch(n, y, mtd, cohorts, stop)
 

@@ -28,6 +28,8 @@ __all__ = [
     "EscalationRule",
     "level_tallies",
     "next_decision",
+    "restrict_levels",
+    "restricted_step",
     "tally_key",
 ]
 
@@ -366,3 +368,36 @@ def next_decision(
                 "no MTD declared",
             )
     return step
+
+
+def restrict_levels(rec: np.ndarray, last: np.ndarray, last_rate: np.ndarray,
+                    target: float) -> np.ndarray:
+    """Escalation restrictions of the model-based designs (dfcrm's ``restrict=TRUE``).
+
+    The next level is the recommended one, but at most one above the last cohort's (no
+    skipping) and not above it when the last cohort's DLT rate reached the target
+    (coherence). Vectorised over trials.
+    """
+    cap = np.where(last_rate >= target, last, last + 1)
+    return np.minimum(rec, cap)
+
+
+def restricted_step(rec: int, history: Sequence[Cohort], *, target: float, cohort_size: int,
+                    max_n: int, phase: str, here: str, why: str) -> Step:
+    """The next cohort's step of a model-based design from its recommended level ``rec``.
+
+    Applies :func:`restrict_levels` against the last cohort, names the restriction in the
+    reason, and sizes the cohort to what the sample size ``max_n`` leaves.
+    """
+    last = history[-1]
+    rate = last.n_dlt / last.n
+    nxt = int(restrict_levels(np.array(rec), np.array(last.level), np.array(rate), target))
+    if nxt != rec:
+        why += (f", restricted to level {nxt} (" + ("last cohort at or above the target"
+                if rate >= target else "no skipping") + ")")
+    decision = (Decision.ESCALATE if nxt > last.level else
+                Decision.DE_ESCALATE if nxt < last.level else Decision.STAY)
+    treated = sum(c.n for c in history)
+    size = min(int(cohort_size), int(max_n) - treated)
+    return Step(decision, f"{here}; {why} -> level {nxt}", next_level=nxt, cohort_size=size,
+                phase=phase)
