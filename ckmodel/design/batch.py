@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ckmodel.design.records import Decision, EscalationRule, level_tallies
-from ckmodel.design.runner import _Node
+from ckmodel.design.runner import HistoryNode
 
 __all__ = ["StopCode", "TrialBatch", "cumulative_dlts", "simulate_rule_batch"]
 
@@ -125,7 +125,7 @@ def simulate_rule_batch(
     if uniforms.shape[1] < max_patients:
         raise ValueError(f"{uniforms.shape[1]} uniforms per trial for {max_patients} patients")
     cum = cumulative_dlts(uniforms[:, :max_patients], probs).tolist()
-    root = _Node(())
+    root = HistoryNode(())
     n_out = np.zeros((n_trials, n_levels), dtype=np.int64)
     y_out = np.zeros((n_trials, n_levels), dtype=np.int64)
     mtd = np.full(n_trials, -1, dtype=np.int64)

@@ -28,7 +28,7 @@ from ckmodel.design.records import (
     next_decision,
     tally_key,
 )
-from ckmodel.design.runner import _check_max_patients, _check_probs, _Node
+from ckmodel.design.runner import HistoryNode, check_max_patients, check_probs
 
 __all__ = [
     "OperatingCharacteristics",
@@ -218,13 +218,13 @@ def operating_characteristics(
     >>> oc.p_select.round(2).tolist(), round(oc.mean_patients, 1)
     ([0.1, 0.5, 0.3, 0.07], 14.8)
     """
-    probs = _check_probs(true_dlt_probs)
+    probs = check_probs(true_dlt_probs)
     n_levels = probs.size
     if int(n_trials) != n_trials or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
-    cap = _check_max_patients(rule, n_levels, max_patients)
+    cap = check_max_patients(rule, n_levels, max_patients)
     rng = np.random.default_rng(seed)
-    root = _Node(())
+    root = HistoryNode(())
     acc = _Accumulator(n_levels)
     for _ in range(int(n_trials)):
         node = root
@@ -292,9 +292,9 @@ def exact_operating_characteristics(
     >>> oc.p_treated[1].round(4)  # P(escalate past level 0) = (1-p)^3 + 3p(1-p)^5 at p = 0.1
     np.float64(0.9061)
     """
-    probs = _check_probs(true_dlt_probs)
+    probs = check_probs(true_dlt_probs)
     n_levels = probs.size
-    cap = _check_max_patients(rule, n_levels, max_patients)
+    cap = check_max_patients(rule, n_levels, max_patients)
     acc = _Accumulator(n_levels)
     merge = bool(getattr(rule, "tally_sufficient", False))
     # buckets[t]: histories with t patients treated, keyed by tally_key (merged) or by identity
@@ -400,7 +400,7 @@ def three_plus_three_mtd_probabilities(
     >>> three_plus_three_mtd_probabilities([0.0, 1.0]).tolist()
     [1.0, 0.0]
     """
-    p = _check_probs(true_dlt_probs)
+    p = check_probs(true_dlt_probs)
     q = 1.0 - p
     a3 = q**3
     a6 = 3 * p * q**2 * q**3

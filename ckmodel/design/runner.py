@@ -12,7 +12,8 @@ from numpy.typing import ArrayLike
 
 from ckmodel.design.records import Cohort, Decision, EscalationRule, Step, next_decision
 
-__all__ = ["DltSampler", "EscalationResult", "bernoulli_sampler", "run_escalation"]
+__all__ = ["DltSampler", "EscalationResult", "HistoryNode", "bernoulli_sampler",
+           "check_max_patients", "check_probs", "run_escalation"]
 
 DltSampler = Callable[[int, int, np.random.Generator], Any]
 """``dlt_sampler(level, n, rng)`` -> 0/1 array of length ``n`` (DLT per patient), or a pair
@@ -31,7 +32,7 @@ PATIENT_COLUMNS = (
 )
 
 
-class _Node:
+class HistoryNode:
     """One history in the tree of possible trials, with the step the rule takes on it.
 
     Children are keyed by the outcome of the next cohort, ``(n_dlt, grades)``: the cohort's
@@ -44,16 +45,18 @@ class _Node:
     def __init__(self, history: tuple[Cohort, ...]) -> None:
         self.history = history
         self.step: Step | None = None
-        self.children: dict[tuple[int, tuple[int, ...] | None], _Node] = {}
+        self.children: dict[tuple[int, tuple[int, ...] | None], HistoryNode] = {}
 
     def resolve(self, rule: EscalationRule, n_levels: int, max_patients: int | None) -> Step:
+        """The rule's step on this history (evaluated once, then kept)."""
         if self.step is None:
             self.step = next_decision(
                 self.history, rule, n_levels=n_levels, max_patients=max_patients
             )
         return self.step
 
-    def child(self, n_dlt: int, grades: tuple[int, ...] | None) -> _Node:
+    def child(self, n_dlt: int, grades: tuple[int, ...] | None) -> HistoryNode:
+        """The history after the next cohort has ``n_dlt`` DLTs (and these grades)."""
         key = (n_dlt, grades)
         node = self.children.get(key)
         if node is None:
@@ -62,11 +65,12 @@ class _Node:
             level, size, phase = step.next_level, step.cohort_size, step.phase
             assert level is not None and phase is not None
             cohort = Cohort(level, size, n_dlt, phase=phase, grades=grades)
-            node = self.children[key] = _Node((*self.history, cohort))
+            node = self.children[key] = HistoryNode((*self.history, cohort))
         return node
 
 
-def _check_max_patients(rule: EscalationRule, n_levels: int, max_patients: int | None) -> int:
+def check_max_patients(rule: EscalationRule, n_levels: int, max_patients: int | None) -> int:
+    """The sample-size cap: ``max_patients`` checked, else the rule's own bound."""
     if max_patients is None:
         return int(rule.max_sample_size(n_levels))
     if int(max_patients) != max_patients or max_patients < 0:
@@ -118,7 +122,7 @@ def bernoulli_sampler(true_dlt_probs: ArrayLike) -> DltSampler:
     >>> sampler(1, 3, np.random.default_rng(0)).tolist()
     [1, 1, 1]
     """
-    probs = _check_probs(true_dlt_probs)
+    probs = check_probs(true_dlt_probs)
 
     def sampler(level: int, n: int, rng: np.random.Generator) -> np.ndarray:
         return (rng.random(n) < probs[level]).astype(np.int64)
@@ -126,7 +130,8 @@ def bernoulli_sampler(true_dlt_probs: ArrayLike) -> DltSampler:
     return sampler
 
 
-def _check_probs(true_dlt_probs: ArrayLike) -> np.ndarray:
+def check_probs(true_dlt_probs: ArrayLike) -> np.ndarray:
+    """True DLT probabilities as a 1-D float array in [0, 1], or a clear ValueError."""
     probs = np.asarray(true_dlt_probs, dtype=float)
     if probs.ndim != 1 or probs.size < 1:
         raise ValueError("true_dlt_probs must be a 1-D array with one probability per level")
@@ -224,11 +229,11 @@ def run_escalation(
     ['escalate', 'escalate', 'de_escalate', 'stop_mtd_found']
     """
     n_levels = int(n_levels)
-    cap = _check_max_patients(rule, n_levels, max_patients)
+    cap = check_max_patients(rule, n_levels, max_patients)
     seed = rng if isinstance(rng, int | np.integer) else None
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
-    node = _Node(())
+    node = HistoryNode(())
     step = node.resolve(rule, n_levels, cap)
     dlts: list[np.ndarray] = []
     grades: list[np.ndarray | None] = []

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from ckmodel.design.batch import StopCode, TrialBatch, simulate_rule_batch
 from ckmodel.design.records import EscalationRule
-from ckmodel.design.runner import _check_max_patients, _check_probs
+from ckmodel.design.runner import check_max_patients, check_probs
 from ckmodel.errors import DatasetError, Problem
 from ckmodel.parallel import dask_client, map_tasks
 
@@ -219,14 +219,14 @@ def simulate_design(
     >>> sim.p_select.round(2).tolist()
     [0.0, 0.05, 0.39, 0.46, 0.1]
     """
-    probs = _check_probs(true_dlt_probs)
+    probs = check_probs(true_dlt_probs)
     if int(n_trials) != n_trials or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    cap = _check_max_patients(rule, probs.size, max_patients)
+    cap = check_max_patients(rule, probs.size, max_patients)
     n_trials, chunk_size = int(n_trials), int(chunk_size)
     n_chunks = math.ceil(n_trials / chunk_size)
     seeds = np.random.SeedSequence(seed).spawn(n_chunks)
