@@ -146,6 +146,22 @@ def check_file(path: Path, option: str) -> Path:
     return path
 
 
+def check_analytes_and_metrics(fit: Any, analyte: list[str] | None,
+                               metric: list[str] | None) -> None:
+    """``--analyte`` among the fit's outputs and ``--metric`` among the exposure metrics."""
+    from ckmodel.exposure import metric_names
+
+    outputs = list(fit.spec.output_names)
+    bad = [a for a in analyte or [] if a not in outputs]
+    if bad:
+        bad_option("--analyte", f"{', '.join(bad)}: not an output of {fit.spec.name} "
+                                f"({', '.join(outputs)})")
+    names = metric_names(fit.spec.time_unit)
+    bad = [m for m in metric or [] if m.upper() not in names]
+    if bad:
+        bad_option("--metric", f"{', '.join(bad)}: use {', '.join(names)}")
+
+
 def load_fit_file(path: Path) -> Any:
     """Read a saved fit for a command: a missing or unreadable file is a clear error."""
     from ckmodel.errors import CKModelError, FitMismatchError

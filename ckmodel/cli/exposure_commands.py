@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ckmodel.cli.common import app, bad_option, console, fail, load_fit_file, say, shown_warnings
+from ckmodel.cli.common import (
+    app,
+    bad_option,
+    check_analytes_and_metrics,
+    console,
+    fail,
+    load_fit_file,
+    say,
+    shown_warnings,
+)
 from ckmodel.cli.diagnostics_commands import FitArg
 from ckmodel.errors import CKModelError
 
@@ -45,7 +54,6 @@ def exposure(
         compare_with_nca,
         exposure_draws,
         exposure_table,
-        metric_names,
     )
     from ckmodel.files import atomic_write
 
@@ -60,15 +68,7 @@ def exposure(
     fit = load_fit_file(fit_file)
     if fit.data is None:
         fail("this fit holds no data: exposure needs each subject's dosing history")
-    outputs = list(fit.spec.output_names)
-    bad = [a for a in analyte or [] if a not in outputs]
-    if bad:
-        bad_option("--analyte", f"{', '.join(bad)}: not an output of {fit.spec.name} "
-                                f"({', '.join(outputs)})")
-    names = metric_names(fit.spec.time_unit)
-    bad = [m for m in metric or [] if m.upper() not in names]
-    if bad:
-        bad_option("--metric", f"{', '.join(bad)}: use {', '.join(names)}")
+    check_analytes_and_metrics(fit, analyte, metric)
     t0 = time.perf_counter()
     try:
         with shown_warnings():

@@ -18,6 +18,7 @@ from rich.table import Table
 from ckmodel.cli.common import (
     app,
     bad_option,
+    check_analytes_and_metrics,
     check_file,
     console,
     err_console,
@@ -45,37 +46,31 @@ PoolOpt = Annotated[Path | None, typer.Option(
                               "virtual patients' covariates from")]
 
 
-def parse_doses(value: str, option: str = "--doses") -> list[float]:
-    """``0.5,1,2,4`` -> increasing positive doses; refuses anything else naming ``option``."""
+def _increasing(value: str, option: str, *, what: str, example: str, positive: bool
+                ) -> list[float]:
     out = []
     for part in value.split(","):
         try:
             v = float(part)
         except ValueError:
-            bad_option(option, f"{part.strip()!r} is not a number (give D1,D2,... e.g. "
-                       "0.5,1,2,4,8)")
-        if not v > 0:
-            bad_option(option, f"{part.strip()}: a dose must be a positive amount")
+            bad_option(option, f"{part.strip()!r} is not a number (e.g. {example})")
+        if not (v > 0 if positive else v >= 0):
+            bad_option(option, f"{part.strip()}: {what} must be " +
+                       ("positive" if positive else ">= 0 (since the dose)"))
         out.append(v)
     if any(b <= a for a, b in zip(out, out[1:], strict=False)):
-        bad_option(option, f"the doses must increase, got {value}")
+        bad_option(option, f"the {what} must increase, got {value}")
     return out
+
+
+def parse_doses(value: str, option: str = "--doses") -> list[float]:
+    """``0.5,1,2,4`` -> increasing positive doses; refuses anything else naming ``option``."""
+    return _increasing(value, option, what="doses", example="0.5,1,2,4,8", positive=True)
 
 
 def parse_times(value: str, option: str = "--times") -> list[float]:
-    """``7,14,28`` -> increasing times >= 0."""
-    out = []
-    for part in value.split(","):
-        try:
-            v = float(part)
-        except ValueError:
-            bad_option(option, f"{part.strip()!r} is not a number (give T1,T2,... e.g. 7,14,28)")
-        if not v >= 0:
-            bad_option(option, f"{part.strip()}: times are >= 0 (since the dose)")
-        out.append(v)
-    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
-        bad_option(option, f"the times must increase, got {value}")
-    return out
+    """``7,14,28`` -> increasing times >= 0 since the dose."""
+    return _increasing(value, option, what="times", example="7,14,28", positive=False)
 
 
 def _covariate_pool(path: Path | None) -> Any:
@@ -135,7 +130,6 @@ def simulate_from_fit(fit_file: Path, *, doses: list[float], n_patients: int, n_
                       solver: str, workers: int, scheduler: str | None, output: Path,
                       csv: Path | None, dose_times: list[float] | None = None) -> None:
     """``ckmodel simulate --fit FIT``: virtual patients from the posterior to NetCDF (+ CSV)."""
-    from ckmodel.exposure import metric_names
     from ckmodel.files import atomic_write
     from ckmodel.virtual_patients import SOLVERS, simulate_patients
 
@@ -151,15 +145,7 @@ def simulate_from_fit(fit_file: Path, *, doses: list[float], n_patients: int, n_
     if residual and keep is None:
         bad_option("--residual", "observations are kept at --times: give --times too")
     fit = load_fit_file(fit_file)
-    outputs = list(fit.spec.output_names)
-    bad = [a for a in analyte or [] if a not in outputs]
-    if bad:
-        bad_option("--analyte", f"{', '.join(bad)}: not an output of {fit.spec.name} "
-                                f"({', '.join(outputs)})")
-    names = metric_names(fit.spec.time_unit)
-    bad = [m for m in metric or [] if m.upper() not in names]
-    if bad:
-        bad_option("--metric", f"{', '.join(bad)}: use {', '.join(names)}")
+    check_analytes_and_metrics(fit, analyte, metric)
     covs = _patient_covariates(fit, covariate, pool_file, dose_covariate)
     t0 = time.perf_counter()
     bar, update = _progress_bar("virtual patients")

@@ -227,15 +227,14 @@ def _kernel_states(spec: ModelSpec, pdata: PopulationData, theta: Any, y0: Any,
 def rk4_states(spec: ModelSpec, params: Mapping[str, Any], times: Any, *, amt: Any,
                covariates: Mapping[str, Any] | None = None,
                onsets: Mapping[str, Any] | None = None,
-               options: ODEOptions | None = None, interpolate: bool = True) -> np.ndarray:
+               options: ODEOptions | None = None) -> np.ndarray:
     """States of many subjects after one dose at time 0, by the fits' compiled RK4 kernel.
 
     The same fixed-step scheme and step schedule as an ODE fit (:class:`ODEOptions`, the
     spec's own ``[solver] max_step`` by default), forward only, so virtual populations of
-    millions of subjects cost what a fit's likelihood costs per subject. With
-    ``interpolate`` (default) the steps follow the schedule alone and states at ``times``
-    between steps come from cubic Hermite interpolation (dense output: a fine output grid
-    adds no steps); otherwise every time is a step end, as in a fit. For adaptive solves at
+    millions of subjects cost what a fit's likelihood costs per subject. The steps follow
+    the schedule alone and states at ``times`` between steps come from cubic Hermite
+    interpolation (dense output: a fine output grid adds no steps). For adaptive solves at
     set tolerances use :func:`ckmodel.solve.solve_states`.
 
     Parameters
@@ -287,11 +286,6 @@ def rk4_states(spec: ModelSpec, params: Mapping[str, Any], times: Any, *, amt: A
     cmat = np.ascontiguousarray(np.column_stack(cols) if cols else np.zeros((n, 0)))
     theta = np.ascontiguousarray(np.column_stack([env[p] for p in spec.param_names]))
     kernel = kernel_for(spec, tuple(spec.covariates))
-    if interpolate:
-        grid = step_grid(t[-1:], 0.0, opts)
-        out = kernel.dense(np.ascontiguousarray(y0), theta, cmat, grid, np.ascontiguousarray(t))
-    else:
-        grid = step_grid(t, 0.0, opts)
-        save = np.searchsorted(grid, t).astype(np.int64)
-        out = kernel.solve(np.ascontiguousarray(y0), theta, cmat, grid, save)
+    grid = step_grid(t[-1:], 0.0, opts)
+    out = kernel.dense(np.ascontiguousarray(y0), theta, cmat, grid, np.ascontiguousarray(t))
     return out.transpose(0, 2, 1)

@@ -7,10 +7,9 @@ compiles them with numba. Two kernels loop over subjects and steps of a fixed gr
 
 * :meth:`RK4Kernel.forward` returns the states at the requested grid points, and the whole
   trajectory up to the last of them (states and the stages k1, k2, k3 of each step);
-* :meth:`RK4Kernel.solve` returns only the states at the grid points (simulation: no
-  trajectory kept, so memory stays at one state vector per subject); :meth:`RK4Kernel.dense`
-  returns states at any times, by cubic Hermite interpolation between the steps (values and
-  right-hand sides at both ends, the latter reused as the next step's first stage);
+* :meth:`RK4Kernel.dense` (simulation) returns states at any times, by cubic Hermite
+  interpolation between the steps (values and right-hand sides at both ends, the latter
+  reused as the next step's first stage), keeping no trajectory;
 * :meth:`RK4Kernel.backward` takes that trajectory and returns the gradients of
   ``sum(g * states)`` with respect to the initial states and the parameters: the exact
   reverse-mode derivative of the discrete RK4 scheme (not of the ODE), so gradients match
@@ -112,7 +111,7 @@ def _generate(spec: ModelSpec, inputs: tuple[str, ...]) -> _Source:
     return _Source("\n".join(rhs), "\n".join(vjp))
 
 
-def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any, Any]:
+def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
     @numba.njit(fastmath=FASTMATH)
     def stages(t: float, h: float, y: np.ndarray, p: np.ndarray, c: np.ndarray,
                k1: np.ndarray, k2: np.ndarray, k3: np.ndarray, k4: np.ndarray,
@@ -255,32 +254,6 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any, 
         return gy0, gp_all
 
     @numba.njit(fastmath=FASTMATH)
-    def solve(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
-              save: np.ndarray) -> np.ndarray:
-        n_s = y0.shape[0]
-        n_k = save.shape[0]
-        out = np.empty((n_s, n_k, n))
-        k1 = np.empty(n)
-        k2 = np.empty(n)
-        k3 = np.empty(n)
-        k4 = np.empty(n)
-        tmp = np.empty(n)
-        y = np.empty(n)
-        for s in range(n_s):
-            p = params[s]
-            c = cov[s]
-            for i in range(n):
-                y[i] = y0[s, i]
-            g = 0
-            for k in range(n_k):
-                while g < save[k]:
-                    step(grid[g], grid[g + 1] - grid[g], y, p, c, k1, k2, k3, k4, tmp)
-                    g += 1
-                for i in range(n):
-                    out[s, k, i] = y[i]
-        return out
-
-    @numba.njit(fastmath=FASTMATH)
     def _dense_one(y0: np.ndarray, p: np.ndarray, c: np.ndarray, grid: np.ndarray,
                    times: np.ndarray, out: np.ndarray) -> None:
         n_t = times.shape[0]
@@ -340,7 +313,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any, 
             _dense_one(y0[s], params[s], cov[s], grid, times, out[s])
         return out
 
-    return forward, backward, solve, dense
+    return forward, backward, dense
 
 
 class RK4Kernel:
@@ -368,7 +341,7 @@ class RK4Kernel:
         self.source = src
         self.rhs = compile_source(src.rhs, "rhs", inline=True)
         self.vjp = compile_source(src.vjp, "vjp", inline=True)
-        self.forward, self.backward, self.solve, self.dense = _make_kernels(
+        self.forward, self.backward, self.dense = _make_kernels(
             self.rhs, self.vjp, len(spec.state_names), len(spec.param_names))
 
 
