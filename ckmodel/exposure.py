@@ -29,7 +29,7 @@ import xarray as xr
 from ckmodel.nca import column_unit, default_windows, segment_areas, window_name
 
 __all__ = ["trajectory_metrics", "exposure_grid", "exposure_draws", "exposure_table",
-           "analyte_lloqs",
+           "analyte_lloqs", "expansion_points",
            "resolve_metric", "metric_names", "compare_with_nca"]
 
 
@@ -132,17 +132,27 @@ def trajectory_metrics(time: Any, values: Any, *, lloq: float | None = None,
     return out
 
 
+def expansion_points(time_unit: str = "day") -> np.ndarray:
+    """Times after a dose where CAR-T peak (model time unit), for exposure grids.
+
+    40 points spaced geometrically over the first day, then 0.1-day steps to day 35 (over
+    the expansion and early contraction: Cmax within 0.2 % of the peak).
+    """
+    from ckmodel.data.schema import time_factor
+
+    day = time_factor("day", time_unit)  # one day in the model's unit
+    return np.unique(np.concatenate([np.geomspace(day * 1e-3, day, 40),
+                                     np.arange(0.0, 35.0 * day, 0.1 * day)]))
+
+
 def exposure_grid(fit: Any, *, n: int = 800, end: float | None = None) -> np.ndarray:
     """The dense grid of :func:`exposure_draws` (model time unit, data clock).
 
     From the first dose to ``end`` (default: the later of the longest AUC window and 5 %
-    past the last record), ``n`` uniform points, plus points spaced geometrically over the
-    first day after each dose (where CAR-T expand fastest), 0.1-day steps over the 35 days
-    after each dose (expansion peak: a year-long grid of 800 points alone underestimates a
-    sharp Cmax by up to 4 %), the dose times and the window ends.
+    past the last record), ``n`` uniform points, plus :func:`expansion_points` after each
+    dose (a year-long grid of 800 points alone underestimates a sharp Cmax by up to 4 %),
+    the dose times and the window ends.
     """
-    from ckmodel.data.schema import time_factor
-
     unit = fit.spec.time_unit
     base = fit.time_grid()
     wins = default_windows(unit)
@@ -151,10 +161,7 @@ def exposure_grid(fit: Any, *, n: int = 800, end: float | None = None) -> np.nda
     scale = float(fit.meta.get("time_scale", 1.0))
     doses = np.unique(fit.data.doses["TIME"].to_numpy(float) * scale)
     t0 = float(doses.min()) if doses.size else 0.0
-    day = time_factor("day", unit)  # one day in the model's unit
-    near = [d + np.geomspace(day * 1e-3, day, 40) for d in doses]
-    # 0.1-day steps over the expansion and early contraction (Cmax within 0.2 % of the peak)
-    near += [d + np.arange(0.0, 35.0 * day, 0.1 * day) for d in doses]
+    near = [d + expansion_points(unit) for d in doses]
     grid = np.concatenate([np.linspace(t0, t_end, n), doses, *near,
                            [x for w in wins for x in w if np.isfinite(x)]])
     return np.unique(grid[(grid >= t0) & (grid <= t_end)])

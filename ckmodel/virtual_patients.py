@@ -38,7 +38,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ckmodel.exposure import analyte_lloqs, metric_names, trajectory_metrics
+from ckmodel.exposure import (
+    analyte_lloqs,
+    expansion_points,
+    metric_names,
+    trajectory_metrics,
+)
 from ckmodel.fitting.draws import (
     iiv_names,
     parameter_names,
@@ -62,16 +67,11 @@ TASK_SIZE = 1000
 def virtual_grid(time_unit: str, end: float, *, n: int = 400) -> np.ndarray:
     """Dense grid of virtual-patient exposures: the rule of :func:`ckmodel.exposure.exposure_grid`.
 
-    ``n`` uniform points from the dose (time 0) to ``end`` (model time unit), points spaced
-    geometrically over the first day, 0.1-day steps over the first 35 days and the AUC
-    window ends.
+    ``n`` uniform points from the dose (time 0) to ``end`` (model time unit), the
+    :func:`~ckmodel.exposure.expansion_points` and the AUC window ends.
     """
-    from ckmodel.data.schema import time_factor
-
-    day = time_factor("day", time_unit)
     wins = [x for w in default_windows(time_unit) for x in w if np.isfinite(x)]
-    grid = np.concatenate([np.linspace(0.0, end, n), np.geomspace(day * 1e-3, day, 40),
-                           np.arange(0.0, min(35.0 * day, end), 0.1 * day), wins])
+    grid = np.concatenate([np.linspace(0.0, end, n), expansion_points(time_unit), wins])
     return np.unique(grid[(grid >= 0) & (grid <= end)])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import h5netcdf
 import numpy as np
@@ -124,17 +123,20 @@ def test_load_refuses_mismatches(small_fit, tmp_path):
         load_fit(path)
 
 
+@pytest.mark.slow
 def test_cross_sampler_agreement(sim_data, small_fit):
-    """PyMC's NUTS and nutpie give the same posterior within Monte-Carlo error."""
+    """PyMC's NUTS and nutpie give the same posterior within Monte-Carlo error.
+
+    Both runs must pass their convergence checks first (PyMC at 4 x (1000 + 1000) still
+    shows R-hat 1.02 on this posterior, hence the longer run and the slow mark)."""
     from ckmodel.fitting import fit
     from ckmodel.testing import assert_posteriors_agree
 
     data, _ = sim_data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        other = fit(data, "expansion_biphasic", sampler="pymc", draws=400, tune=400, chains=2,
-                    seed=3, progressbar=False, cores=1, posterior_predictive=False,
-                    log_likelihood=False)
+    other = fit(data, "expansion_biphasic", sampler="pymc", draws=2000, tune=1500, chains=4,
+                seed=3, progressbar=False, cores=2, posterior_predictive=False,
+                log_likelihood=False)
+    assert other.meta["convergence"]["ok"], other.meta["convergence"]["problems"]
     assert_posteriors_agree(small_fit.idata, other.idata,
                             ("log_rho", "log_tmax", "log_alpha", "sigma_PB_QPCR"))
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
-from ckmodel.errors import ConvergenceWarning, ModelSpecError
+from ckmodel.errors import ModelSpecError
 from ckmodel.population import apply_time_varying, parse_covariates, prepare
 from ckmodel.spec import load_model
 from ckmodel.testing import simulate_ckdata
@@ -73,7 +71,7 @@ def test_map_fit_finds_time_varying_factor(ada_data):
 
 @pytest.mark.slow
 def test_fit_recovers_time_varying_factor(ada_data):
-    """Real sampling (nutpie, ODE path through the compiled RK4 kernel, 2 x 300 draws).
+    """Real sampling (nutpie, ODE path through the compiled RK4 kernel, 4 x (500 + 500)).
 
     Tolerance: 8 ADA subjects each with ~6 samples after day 28 and residual SD 0.3 on the log
     scale pin log(factor) to about +/-0.15; the 90% interval must contain the truth (4) and
@@ -82,10 +80,11 @@ def test_fit_recovers_time_varying_factor(ada_data):
     from ckmodel.fitting import fit
 
     data, _ = ada_data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        f = fit(data, "expansion_biphasic", covariates=[FORMULA], draws=300, tune=300,
-                chains=2, seed=3, progressbar=False)
+    # converged first (extended within 10 minutes when the checks fail), then recovered; at
+    # target_accept 0.9 this ODE fit kept 10 divergences and R-hat 1.14 after 10 minutes
+    f = fit(data, "expansion_biphasic", covariates=[FORMULA], draws=500, tune=500, chains=4,
+            seed=3, progressbar=False, target_accept=0.95, until_converged=600)
+    assert f.meta["convergence"]["ok"], f.meta["convergence"]["problems"]
     assert "beta_after_ADA_TIME" in f.spec.param_names
     post = f.posterior["beta_after_ADA_TIME_pop"].values.ravel()
     lo, hi = np.quantile(post, [0.05, 0.95])
