@@ -83,7 +83,7 @@ def draws(small_fit):
 
 
 def test_exposure_draws_are_the_metrics_of_the_fits_own_trajectories(small_fit, draws):
-    assert dict(draws.sizes) == {"chain": 2, "draw": 20, "subject": 24}
+    assert dict(draws.sizes) == {"chain": 4, "draw": 10, "subject": 24}  # 40 // 4 per chain
     assert set(draws.data_vars) == {f"PB_QPCR_{m}" for m in metric_names()}
     assert draws["PB_QPCR_AUC0_28"].attrs["unit"] == "day*copies/ug gDNA"
     assert draws["PB_QPCR_TMAX"].attrs["unit"] == "day"
