@@ -94,9 +94,10 @@ def test_fit_command_quick_advi(tmp_path):
     out = tmp_path / "fit.nc"
     res = run("fit", str(TRIAL / "ck.csv"), "--model", "expansion_biphasic", "-o", str(out),
               "--sampler", "advi", "--draws", "50", "--tune", "50", "--chains", "1",
-              "--seed", "3", "--covariate", "f0 ~ log(BM_BLAST_PCT)")
+              "--seed", "3", "--covariate", "f0 ~ log(BM_BLAST_PCT)", "--centered", "tmax=0.5")
     assert res.returncode == 0, res.stdout + res.stderr
     assert out.exists() and "f0~log(BM_BLAST_PCT)" in res.stdout
+    assert "centring weights: tmax 0.50" in res.stdout
 
 
 @pytest.mark.parametrize("args", [["fit", "nope.csv"], ["nca", "nope.csv"],
@@ -123,6 +124,9 @@ def test_demo_without_fit(tmp_path):
     (["fit", "{ck}", "--error", "PB_QPCR=cauchy"], "--error"),
     (["fit", "{ck}", "--prior", "rho=LogNormal(log(2)"], "--prior"),
     (["fit", "{ck}", "--time-unit", "fortnight"], "--time-unit"),
+    (["fit", "{ck}", "--centered", "rho=2"], "rho=2"),
+    (["fit", "{ck}", "--centered", "rho=half"], "--centered"),
+    (["fit", "{ck}", "--centered", "none", "--centered", "rho"], "--centered"),
     (["nca", "{ck}", "--by", "DOSE_LVL"], "--by"),
     (["nca", "{ck}", "--window", "28,0"], "--window"),
     (["simulate", "--dose", "-1"], "--dose"),

@@ -87,6 +87,24 @@ def _left_out_analytes(ck: Any, spec: Any, selected: list[str] | None) -> None:
                 style="yellow")
 
 
+def _centering_option(values: list[str] | None) -> Any:
+    """``--centered``: none (default), shrinkage, parameter names, or NAME=WEIGHT in [0, 1]."""
+    if not values or values == ["none"]:
+        return ()
+    if values == ["shrinkage"]:
+        return "shrinkage"
+    if "shrinkage" in values or "none" in values:
+        bad_option("--centered", "'shrinkage' and 'none' stand alone; give them once, without "
+                                 "parameter names")
+    if any("=" in v for v in values):
+        weights = {}
+        for v in values:
+            name, _, w = v.partition("=")
+            weights[name] = w or "1"
+        return parse_numbers(weights, "--centered")
+    return tuple(values)
+
+
 def fit_settings(spec: Any, *, fix: list[str] | None, error: list[str] | None,
                  centered: list[str] | None, correlated: bool, prior: list[str] | None,
                  iiv: list[str] | None, blq_method: str) -> tuple[Any, Any]:
@@ -111,7 +129,7 @@ def fit_settings(spec: Any, *, fix: list[str] | None, error: list[str] | None,
                 bad_option(option, f"{name}={text}: {exc}")
     if blq_method not in ("M3", "M1"):
         bad_option("--blq-method", f"{blq_method!r}: use M3 (censored) or M1 (drop)")
-    opts = PopulationOptions(centered=tuple(centered or ()), correlated=correlated,
+    opts = PopulationOptions(centered=_centering_option(centered), correlated=correlated,
                              error=errors, blq_method=blq_method, fixed=fixed)
     try:
         opts.check(spec)
@@ -148,8 +166,11 @@ def fit(
         metavar="ANALYTE=MODEL", help="Residual error model of an analyte: "
                                       + "|".join(ERROR_CHOICES) + "; repeatable")] = None,
     centered: Annotated[list[str] | None, typer.Option(
-        metavar="NAME", help="Sample this parameter's random effect centred; repeatable")
-    ] = None,
+        metavar="none|shrinkage|NAME[=WEIGHT]",
+        help="Parametrisation of the random effects: none (default: all non-centred), "
+             "shrinkage (centring weights per subject and effect from a pilot run: 1 - eta "
+             "shrinkage), or the parameters to centre (NAME, or NAME=WEIGHT with a weight in "
+             "[0, 1] for partial centring); repeatable")] = None,
     correlated: Annotated[bool, typer.Option(
         help="Correlated random effects (LKJ prior)")] = False,
     prior: Annotated[list[str] | None, typer.Option(

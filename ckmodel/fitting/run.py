@@ -14,7 +14,13 @@ import xarray as xr
 
 from ckmodel.data.schema import time_factor
 from ckmodel.errors import DatasetError
-from ckmodel.fitting.convergence import check_convergence
+from ckmodel.fitting.centering import (
+    PILOT_DRAWS,
+    PILOT_TUNE,
+    centering_summary,
+    shrinkage_weights,
+)
+from ckmodel.fitting.convergence import ESS_MIN, RHAT_MAX, check_convergence
 from ckmodel.fitting.result import Fit, package_versions
 from ckmodel.fitting.samplers import FUSED_SAMPLERS, MCMC_SAMPLERS, SAMPLERS, Sampler
 from ckmodel.population.covariates import (
@@ -22,7 +28,7 @@ from ckmodel.population.covariates import (
     apply_time_varying,
     parse_covariates,
 )
-from ckmodel.population.model import PopulationOptions, build_model, obs_dim
+from ckmodel.population.model import PopulationOptions, build_model, iiv_parameters, obs_dim
 from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.spec.model import ModelSpec
@@ -130,10 +136,12 @@ def fit(
         of mechanistic ODE models: 184 instead of 546 per iteration on a 30-subject
         ``antigen_driven`` fit). ``auto``: low-rank when the model is solved as ODEs.
     until_converged : float, optional
-        A time budget in seconds: when the convergence checks fail, warm-up and draws are
-        doubled and the chains run again (same compiled model, seed + 1, + 2 ...) while the
-        next run fits in the budget; every run is recorded in ``meta["attempts"]`` and the
-        last one is kept. MCMC samplers only.
+        A time budget in seconds: when the convergence checks fail, the chains run again,
+        longer (same compiled model, seed + 1, + 2 ...): draws grow by the factor the lowest
+        ESS or the worst R-hat asks for (1.5x to 4x), warm-up doubles when there were
+        divergences or a stuck chain (:func:`next_run_length`), while the next run fits in
+        the budget; every run is recorded in ``meta["attempts"]`` and the last one is kept.
+        MCMC samplers only.
 
     Returns
     -------
@@ -164,7 +172,13 @@ def fit(
     log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
-    pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused)
+    iiv_names = iiv_parameters(spec, opts)
+    # centring chosen from the data: the model holds its weights as data, set after a pilot
+    auto = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
+            and sampler in MCMC_SAMPLERS)
+    centering = np.zeros((pdata.n_subjects, len(iiv_names))) if auto else None
+    pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
+                           centering=centering)
     # analytes whose likelihood is a potential (closed form: summed in each analyte's kernel;
     # ODE: ``loglik``, all analytes in one compiled call, or per analyte the pointwise terms
     # sharing one solver node); closed-form Student-t keeps observed y_<A>
@@ -177,6 +191,18 @@ def fit(
     run = Sampler(pm_model, sampler, chains=chains, seed=seed, target_accept=target_accept,
                   progressbar=progressbar, cores=cores, low_rank=low_rank)
     t0 = time.perf_counter()
+    run.compile()
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if auto:
+        pilot = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed)
+        centering = shrinkage_weights(pilot)
+        run.set_data("centering", centering)
+        log.info("centring weights from a pilot run of %d + %d steps per chain (%.1f s): %s",
+                 PILOT_TUNE, PILOT_DRAWS, time.perf_counter() - t0,
+                 ", ".join(f"{k} {v['median']:.2f}" for k, v in
+                           centering_summary(centering, iiv_names).items()))
+    t_pilot = time.perf_counter() - t0
     idata, attempts = _run_until(run, draws=draws, tune=tune, seed=seed,
                                  budget=until_converged if sampler in MCMC_SAMPLERS else None)
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
@@ -185,7 +211,8 @@ def fit(
 
     if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
         # the same free variables with observed ``y_<A>``: predictive draws, pointwise logp
-        pm_model = build_model(spec, pdata, covariates=effects, options=opts)
+        pm_model = build_model(spec, pdata, covariates=effects, options=opts,
+                               centering=centering)
     with pm_model:
         if posterior_predictive and sampler != "map":
             pp = pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=progressbar,
@@ -205,7 +232,12 @@ def fit(
     for group in ("observed_data", "constant_data"):
         if hasattr(idata, group):
             delattr(idata, group)
-    idata.add_groups(observed_data=xr.Dataset(obs), constant_data=_constant_data(pdata))
+    const = _constant_data(pdata)
+    if centering is not None:
+        const["centering"] = xr.DataArray(centering, dims=("subject", "iiv"),
+                                          coords={"subject": list(pdata.subjects),
+                                                  "iiv": iiv_names})
+    idata.add_groups(observed_data=xr.Dataset(obs), constant_data=const)
     error_models = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
     meta = {
         "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
@@ -224,6 +256,11 @@ def fit(
         "n_obs": pdata.n_obs, "n_subjects": pdata.n_subjects,
         "data_hash": data.hash() if hasattr(data, "hash") else None,
         "spec_hash": spec.hash(), "sampling_seconds": round(t_sample, 2),
+        "compile_seconds": round(t_compile, 2),
+        "centering": (centering_summary(centering, iiv_names) if centering is not None
+                      else None),
+        "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
+                  if auto else None),
         "versions": package_versions(),
     }
     if until_converged is not None:
@@ -245,13 +282,36 @@ def _strip_unconstrained(idata: Any) -> Any:
     return idata
 
 
+def next_run_length(verdict: dict[str, Any], draws: int, tune: int) -> tuple[int, int]:
+    """Draws and warm-up of the next run after a failed convergence check.
+
+    Draws grow by the factor the checks ask for: ``1.25 ESS_MIN / lowest ESS`` (bulk ESS
+    grows about in proportion to the draws) or ``(R-hat - 1) / (RHAT_MAX - 1)`` (R-hat - 1
+    shrinks about as 1 / draws), whichever is larger, at least 1.5x and at most 4x, rounded
+    up to 50. Warm-up doubles when the adaptation itself looks at fault (divergences, a
+    lagging chain, R-hat above 1.05) and is kept otherwise.
+    """
+    ess = verdict.get("min_ess_bulk")
+    rhat = verdict.get("max_rhat")
+    factors = [1.5]
+    if ess is not None and np.isfinite(ess) and ess > 0:
+        factors.append(1.25 * ESS_MIN / ess)
+    if rhat is not None and np.isfinite(rhat):
+        factors.append((rhat - 1.0) / (RHAT_MAX - 1.0))
+    factor = min(max(factors), 4.0)
+    new_draws = int(np.ceil(draws * factor / 50.0) * 50)
+    troubled = (verdict.get("divergences", 0) or verdict.get("lagging_chains")
+                or (rhat is not None and not rhat <= 1.05))
+    return new_draws, (2 * tune if troubled else tune)
+
+
 def _run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float | None
                ) -> tuple[Any, list[dict[str, Any]]]:
-    """Sample; with a ``budget`` (seconds), double warm-up and draws until the checks pass.
+    """Sample; with a ``budget`` (seconds), run longer until the checks pass.
 
-    A longer run is started only when, at the pace of the last one, it would end within the
-    budget (a run twice as long takes about twice the time). Each extension has its own seed
-    (``seed + attempt``), recorded, so the whole sequence is reproducible.
+    Each longer run (:func:`next_run_length`) is started only when, at the pace of the last
+    one, it would end within the budget. Each extension has its own seed (``seed +
+    attempt``), recorded, so the whole sequence is reproducible.
     """
     attempts: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -275,13 +335,16 @@ def _run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float 
                             "per chain", k, tune, draws)
             return idata, attempts
         spent = time.perf_counter() - t_start
-        if spent + 2.2 * took > budget:
-            log.warning("not converged within the budget of %.0f s (%d run(s), %.0f s): the "
-                        "last run (%d tuning steps, %d draws per chain) is kept", budget,
-                        k + 1, spent, tune, draws)
+        new_draws, new_tune = next_run_length(verdict, draws, tune)
+        expected = took * (new_draws + new_tune) / max(draws + tune, 1)
+        if spent + 1.1 * expected > budget:
+            log.warning("not converged within the budget of %.0f s (%d run(s), %.0f s; the "
+                        "next, %d + %d steps per chain, would take about %.0f s): the last "
+                        "run (%d tuning steps, %d draws per chain) is kept", budget, k + 1,
+                        spent, new_tune, new_draws, expected, tune, draws)
             return idata, attempts
         log.warning("not converged (worst R-hat %.3f, lowest bulk ESS %.0f, %d divergences): "
                     "running again with %d tuning steps and %d draws per chain",
                     entry["max_rhat"] or float("nan"), entry["min_ess_bulk"] or float("nan"),
-                    entry["divergences"], 2 * tune, 2 * draws)
-        draws, tune, k = 2 * draws, 2 * tune, k + 1
+                    entry["divergences"], new_tune, new_draws)
+        draws, tune, k = new_draws, new_tune, k + 1

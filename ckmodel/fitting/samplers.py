@@ -50,6 +50,22 @@ class Sampler:
     low_rank: bool = False
     _compiled: Any = field(default=None, repr=False)
 
+    def compile(self) -> None:
+        """Compile nutpie's log density now (otherwise on the first run)."""
+        if self.sampler == "nutpie" and self._compiled is None:
+            import nutpie
+
+            self._compiled = nutpie.compile_pymc_model(self.model)
+
+    def set_data(self, name: str, value: np.ndarray) -> None:
+        """Give the model's data container ``name`` a new value (nothing is recompiled)."""
+        import pymc as pm
+
+        if self._compiled is not None:
+            self._compiled = self._compiled.with_data(**{name: value})
+        with self.model:
+            pm.set_data({name: value})
+
     def __call__(self, *, draws: int, tune: int, seed: int | None = None) -> Any:
         """Run the sampler; ``seed`` overrides the default seed (an extended run's own)."""
         import pymc as pm
@@ -61,8 +77,7 @@ class Sampler:
         if sampler == "nutpie":
             import nutpie
 
-            if self._compiled is None:
-                self._compiled = nutpie.compile_pymc_model(model)
+            self.compile()
             compiled = self._compiled
             return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                                  cores=cores, progress_bar=progressbar, save_warmup=False,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ckmodel.fitting.centering import describe_centering
+
 if TYPE_CHECKING:
     from ckmodel.fitting.result import Fit
 
@@ -184,6 +186,8 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
     said = {str(p) for p in conv.get("problems", [])}  # a weak IIV that also fails its checks
     notes += [w["advice"] for w in conv.get("weak_iiv", []) if w["advice"] not in said]
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
+    if meta.get("centering") or (meta.get("options") or {}).get("centered") not in (None, "auto"):
+        notes.append(describe_centering(meta))
     return FitSummary(model=fit.spec.name, records=records_table(fit),
                       convergence=dict(meta.get("convergence") or {}),
                       parameters=summary_table(fit, prob=prob), notes=notes)

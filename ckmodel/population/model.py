@@ -4,8 +4,11 @@ For parameter p with scale g (log, logit or linear) and subject i::
 
     g(theta_ip) = mu_p + sum_k beta_pk x_ik + eta_ip,    eta_ip = omega_p z_ip,  z_ip ~ N(0, 1)
 
-(non-centred; ``centered=[...]`` samples eta_ip ~ N(0, omega_p) instead; ``correlated=True``
-gives eta_i = L z_i with an LKJ prior on the correlation). mu_p has the spec's typical-value
+(non-centred). ``centered=[...]`` samples g(theta_ip) ~ N(mu_p + ..., omega_p) itself for the
+named parameters (centred), and centring weights in [0, 1] give the partially centred forms in
+between (:func:`centering_matrix`; ``centered="shrinkage"`` has :func:`ckmodel.fitting.fit`
+choose them per subject and effect from a pilot run). ``correlated=True`` gives eta_i = L z_i with an LKJ prior
+on the correlation. mu_p has the spec's typical-value
 prior (Normal on the transformed scale when the prior is LogNormal/LogitNormal/Normal), omega_p
 its IIV prior. Each fitted analyte has its own residual error model and SD; BLQ records
 contribute P(y < LLOQ) (M3) through a JAX-compatible normal log-CDF.
@@ -40,7 +43,8 @@ from ckmodel.population.residual import (
 )
 from ckmodel.spec.model import ERROR_MODELS, ModelSpec
 
-__all__ = ["PopulationOptions", "build_model", "obs_dim", "transformed_name"]
+__all__ = ["PopulationOptions", "build_model", "centering_matrix", "iiv_parameters", "obs_dim",
+           "transformed_name"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,13 @@ class PopulationOptions:
 
     Attributes
     ----------
-    centered : tuple of str
-        Parameters whose random effects are sampled centred (default: all non-centred).
+    centered : tuple of str, mapping of str to float, or "shrinkage"
+        How random effects are parametrised. A tuple names the parameters to centre fully
+        (default ``()``: all non-centred, which sampled best on every data set measured, see
+        ``benchmarks/README.md``); a mapping gives each named parameter one weight in [0, 1]
+        (0 non-centred, 1 centred); ``"shrinkage"``: :func:`ckmodel.fitting.fit` chooses a
+        weight per subject and effect from a short pilot run (1 minus the subject's
+        variance-based eta shrinkage, :mod:`ckmodel.fitting.centering`).
     correlated : bool
         Correlated random effects with an LKJ(2) prior (needs HalfNormal IIV priors).
     error : mapping of str to str
@@ -64,7 +73,7 @@ class PopulationOptions:
         Parameters held at a value (no typical-value prior, no random effect).
     """
 
-    centered: tuple[str, ...] = ()
+    centered: str | tuple[str, ...] | Mapping[str, float] = ()
     correlated: bool = False
     error: Mapping[str, str] = field(default_factory=dict)
     blq_method: str = "M3"
@@ -83,7 +92,11 @@ class PopulationOptions:
             unknown BLQ method.
         """
         pnames = spec.param_names
-        for name in (*self.centered, *self.fixed, *(e.parameter for e in effects)):
+        if isinstance(self.centered, str) and self.centered != "shrinkage":
+            raise ModelSpecError(f"centered must be a list of parameters, weights per "
+                                 f"parameter or 'shrinkage', got {self.centered!r}")
+        named = () if isinstance(self.centered, str) else tuple(self.centered)
+        for name in (*named, *self.fixed, *(e.parameter for e in effects)):
             if name not in pnames:
                 raise ModelSpecError(f"'{name}' is not a parameter of model '{spec.name}' "
                                      f"(parameters: {', '.join(pnames)})")
@@ -97,10 +110,18 @@ class PopulationOptions:
                 need = {"log": "> 0", "logit": "in [0, 1]"}.get(scale, "finite")
                 raise ModelSpecError(f"fixed value {name}={value} is outside the parameter's "
                                      f"support (it must be {need})")
-        for name in self.centered:
+        for name in named:
             if spec.parameter(name).iiv is None:
                 raise ModelSpecError(f"'{name}' has no random effect in model '{spec.name}', "
                                      "so it cannot be centred")
+        if isinstance(self.centered, Mapping):
+            for name, w in self.centered.items():
+                if not 0.0 <= float(w) <= 1.0:
+                    raise ModelSpecError(f"centring weight {name}={w} must lie in [0, 1] "
+                                         "(0 non-centred, 1 centred)")
+        if self.correlated and named:
+            raise ModelSpecError("centred and correlated random effects cannot be combined; "
+                                 "use one or the other")
         for a, err in self.error.items():
             if a not in spec.output_names:
                 raise ModelSpecError(f"model '{spec.name}' has no output {a!r} for an error "
@@ -166,6 +187,45 @@ def _individual(spec: ModelSpec, mu: Mapping[str, Any], shift: Mapping[str, Any]
     return out
 
 
+def iiv_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str]:
+    """Parameters with a random effect in the model: those with IIV that are not fixed."""
+    return [p.name for p in spec.parameters if p.iiv is not None and p.name not in options.fixed]
+
+
+def centering_matrix(centered: Any, iiv_names: Sequence[str], n_subjects: int) -> np.ndarray:
+    """Centring weights (subject, random effect) from ``PopulationOptions.centered``.
+
+    A tuple of names gives weight 1 (centred) to those effects and 0 (non-centred) to the
+    others, a mapping gives each named effect its weight in [0, 1], and ``"shrinkage"`` gives
+    0 everywhere: the starting point from which :func:`ckmodel.fitting.fit` chooses the weights
+    from a pilot run (:mod:`ckmodel.fitting.centering`).
+    """
+    lam = np.zeros((n_subjects, len(iiv_names)))
+    if isinstance(centered, str):
+        return lam
+    weights = dict(centered) if isinstance(centered, Mapping) else dict.fromkeys(centered, 1.0)
+    for name, w in weights.items():
+        if name in iiv_names:
+            lam[:, list(iiv_names).index(name)] = float(w)
+    return lam
+
+
+def _partially_centred(lam: Any, omega: Any, m: Any) -> Any:
+    """Random effects eta (subject, effect) under centring weights ``lam`` in [0, 1].
+
+    The free variable is ``z ~ N(lam m, omega^lam)`` and ``eta = omega^(1 - lam) (z - lam m)``,
+    with ``m`` the subject's typical value on the transformed scale (covariate effects
+    included): ``lam = 0`` is the non-centred ``z ~ N(0, 1)``, ``eta = omega z``; ``lam = 1``
+    the centred ``g(theta) = z ~ N(m, omega)``; in between, the partially centred form of
+    Papaspiliopoulos, Roberts & Skold (Stat Sci 2007) and Gorinova, Moore & Hoffman
+    (ICML 2020). In every form ``eta ~ N(0, omega)``: the same model, another geometry.
+    """
+    log_omega = pt.log(omega)
+    scale = pt.exp(lam * log_omega)            # omega^lam, by column
+    z = pm.Normal("z", mu=lam * m, sigma=scale, dims=("subject", "iiv"))
+    return pt.exp(log_omega - lam * log_omega) * (z - lam * m)
+
+
 def build_model(
     spec: ModelSpec,
     pdata: PopulationData,
@@ -173,6 +233,7 @@ def build_model(
     covariates: Sequence[str | CovariateEffect] = (),
     options: PopulationOptions | None = None,
     fused: bool = False,
+    centering: np.ndarray | None = None,
 ) -> pm.Model:
     """Build the hierarchical PyMC model of ``pdata`` under ``spec``.
 
@@ -200,12 +261,17 @@ def build_model(
         solver) each analyte's pointwise PyTensor log-likelihood becomes a potential
         ``loglik_<A>`` instead; all of them still share one solver node, so the gradient runs
         one adjoint solve rather than one per analyte.
+    centering : ndarray, optional
+        Centring weights (subject, random effect) in [0, 1], overriding ``options.centered``;
+        held in a data container ``centering``, so that a compiled model can be given new
+        weights without recompiling (:mod:`ckmodel.fitting.centering`).
 
     Returns
     -------
     pymc.Model
         Free variables: transformed typical values (``log_rho`` ...), ``omega`` (IIV SDs),
-        ``z`` (standardised random effects), ``beta`` (covariate coefficients) and ``sigma_<A>``
+        ``z`` (random effects, standardised or (partially) centred, see
+        :func:`centering_matrix`), ``beta`` (covariate coefficients) and ``sigma_<A>``
         per analyte. Deterministics: ``<p>_pop`` (typical values), ``eta`` and ``theta``
         (subject x parameter, natural scale). Observed: ``y_<A>`` per analyte.
     """
@@ -219,8 +285,8 @@ def build_model(
     effects = tuple(e for e in effects if e.kind != "after")
     pnames = spec.param_names
     opts.check(spec, effects)
-    iiv = [p for p in spec.parameters if p.iiv is not None and p.name not in opts.fixed]
-    iiv_names = [p.name for p in iiv]
+    iiv_names = iiv_parameters(spec, opts)
+    iiv = [spec.parameter(n) for n in iiv_names]
     coords: dict[str, Any] = {
         "subject": list(pdata.subjects),
         "parameter": list(pnames),
@@ -275,9 +341,6 @@ def build_model(
             if opts.correlated:
                 if any(p.iiv.dist != "HalfNormal" for p in iiv):
                     raise ModelSpecError("correlated random effects need HalfNormal IIV priors")
-                if opts.centered:
-                    raise ModelSpecError("centred and correlated random effects cannot be "
-                                         "combined; use one or the other")
                 sd = np.array([p.iiv.params["sigma"] for p in iiv])
                 chol, _, omega = pm.LKJCholeskyCov(
                     "chol", n=len(iiv), eta=2.0, sd_dist=pm.HalfNormal.dist(sigma=sd),
@@ -288,21 +351,18 @@ def build_model(
             else:
                 omegas = [p.iiv.to_pymc(f"omega_{p.name}") for p in iiv]
                 omega = pm.Deterministic("omega", pt.stack(omegas), dims="iiv")
-                nc = [p.name for p in iiv if p.name not in opts.centered]
-                if len(nc) == len(iiv_names):  # all non-centred: one matrix product
-                    z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(nc)))
+                lam = (centering_matrix(opts.centered, iiv_names, n_s) if centering is None
+                       else np.asarray(centering, dtype=float))
+                if lam.shape != (n_s, len(iiv_names)) or not ((lam >= 0) & (lam <= 1)).all():
+                    raise ModelSpecError(f"centring weights must be a ({n_s}, "
+                                         f"{len(iiv_names)}) array in [0, 1]")
+                if centering is None and not lam.any():  # all non-centred: z ~ N(0, 1), eta = omega z
+                    z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(iiv_names)))
                     eta = z * omega
                 else:
-                    cols = {}
-                    if nc:
-                        z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(nc)))
-                        for j, name in enumerate(nc):
-                            cols[name] = z[:, j] * omega[iiv_names.index(name)]
-                    for name in opts.centered:
-                        if name in iiv_names:
-                            cols[name] = pm.Normal(f"eta_{name}", 0.0,
-                                                   omega[iiv_names.index(name)], dims="subject")
-                    eta = pt.stack([cols[n] for n in iiv_names], axis=1)
+                    eta = _partially_centred(pm.Data("centering", lam, dims=("subject", "iiv")),
+                                             omega, pt.stack([mu[n] + shift[n] * pt.ones(n_s)
+                                                              for n in iiv_names], axis=1))
             pm.Deterministic("eta", eta, dims=("subject", "iiv"))
         else:
             eta = None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ckmodel.fitting.centering import describe_centering
 from ckmodel.report.document import Section, Table, Text
 from ckmodel.report.figures import equation_blocks, figure_block
 
@@ -184,9 +185,8 @@ def model_section(fit: Any) -> Section:
     if formulas:
         blocks.append(Text([str(f) for f in formulas], "list"))
     opts = meta.get("options", {})
-    centred = ", ".join(opts.get("centered") or []) or "none"
     blocks.append(Text(f"Random effects {'correlated' if opts.get('correlated') else 'independent'}"
-                       f"; centred parametrisation for: {centred}"
+                       f"; {describe_centering(meta)}"
                        f"; BLQ method {opts.get('blq_method', 'M3')}.", "note"))
     return Section("model", "Model", tuple(blocks))
 

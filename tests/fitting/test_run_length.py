@@ -44,12 +44,27 @@ class _Chains:
         return _idata(rng, draws=draws, spread=0.0 if draws >= self.good_at else 3.0)
 
 
-def test_run_until_doubles_warmup_and_draws_until_converged():
-    sampler = _Chains(good_at=400)
+def test_run_until_lengthens_the_run_until_converged():
+    # chains 3 SDs apart: R-hat far above 1.05, so draws x 4 (the cap) and warm-up x 2
+    sampler = _Chains(good_at=1600)
     idata, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=7, budget=60)
-    assert sampler.calls == [(100, 50, 7), (200, 100, 8), (400, 200, 9)]
+    assert sampler.calls == [(100, 50, 7), (400, 100, 8), (1600, 200, 9)]
     assert [a["ok"] for a in attempts] == [False, False, True]
-    assert idata.posterior.sizes["draw"] == 400
+    assert idata.posterior.sizes["draw"] == 1600
+
+
+def test_next_run_length_follows_the_shortfall():
+    # ESS 200 of 400: 1.25 x 2 = 2.5x the draws; no divergences, so the same warm-up
+    assert run_module.next_run_length({"min_ess_bulk": 200.0, "max_rhat": 1.005,
+                                       "divergences": 0}, 500, 500) == (1250, 500)
+    # R-hat 1.03 asks for 3x; a divergence doubles the warm-up
+    assert run_module.next_run_length({"min_ess_bulk": 390.0, "max_rhat": 1.03,
+                                       "divergences": 1}, 500, 500) == (1500, 1000)
+    # a near miss still grows by 1.5x; a hopeless one by 4x at most, and warm-up doubles
+    assert run_module.next_run_length({"min_ess_bulk": 399.0, "max_rhat": 1.0,
+                                       "divergences": 0}, 500, 500) == (750, 500)
+    assert run_module.next_run_length({"min_ess_bulk": 5.0, "max_rhat": 1.5,
+                                       "divergences": 0}, 500, 500) == (2000, 1000)
 
 
 def test_run_until_stops_at_the_budget_and_keeps_the_last_run():
