@@ -7,10 +7,10 @@ For parameter p with scale g (log, logit or linear) and subject i::
 (non-centred). ``centered=[...]`` samples g(theta_ip) ~ N(mu_p + ..., omega_p) itself for the
 named parameters (centred), and centring weights in [0, 1] give the partially centred forms in
 between (:func:`centering_matrix`; ``centered="shrinkage"`` has :func:`ckmodel.fitting.fit`
-choose them per subject and effect from a pilot run). ``correlated=True`` gives eta_i = L z_i with an LKJ prior
-on the correlation. mu_p has the spec's typical-value
-prior (Normal on the transformed scale when the prior is LogNormal/LogitNormal/Normal), omega_p
-its IIV prior. Each fitted analyte has its own residual error model and SD; BLQ records
+choose them per subject and effect from a pilot run). ``correlated=True`` gives
+eta_i = L z_i with an LKJ prior on the correlation. mu_p has the spec's typical-value prior
+(Normal on the transformed scale when the prior is LogNormal/LogitNormal/Normal), omega_p its
+IIV prior. Each fitted analyte has its own residual error model and SD; BLQ records
 contribute P(y < LLOQ) (M3) through a JAX-compatible normal log-CDF.
 """
 
@@ -356,7 +356,7 @@ def build_model(
                 if lam.shape != (n_s, len(iiv_names)) or not ((lam >= 0) & (lam <= 1)).all():
                     raise ModelSpecError(f"centring weights must be a ({n_s}, "
                                          f"{len(iiv_names)}) array in [0, 1]")
-                if centering is None and not lam.any():  # all non-centred: z ~ N(0, 1), eta = omega z
+                if centering is None and not lam.any():  # non-centred: eta = omega z
                     z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(iiv_names)))
                     eta = z * omega
                 else:
