@@ -163,3 +163,14 @@ def test_help_answers_at_once():
     assert res.returncode == 0 and "fit" in res.stdout
     # generous bound (the heavy libraries are not imported for help); measured 0.26 s
     assert time.perf_counter() - t0 < 5
+
+
+def test_command_line_defaults_agree_with_the_python_api():
+    # written out in the CLI so that it starts without PyMC; one value for both doors
+    from ckmodel.cli import fit_commands
+    from ckmodel.fitting import SAMPLERS, run
+    from ckmodel.spec.model import ERROR_MODELS
+
+    assert fit_commands.UNTIL_CONVERGED == run.UNTIL_CONVERGED
+    assert set(fit_commands.SAMPLER_CHOICES) == set(SAMPLERS)
+    assert set(fit_commands.ERROR_CHOICES) == set(ERROR_MODELS)

@@ -41,6 +41,9 @@ from ckmodel.errors import (
 
 SAMPLER_CHOICES = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
 ERROR_CHOICES = ("log_normal", "proportional", "additive", "combined", "student_t")
+#: ``--until-converged`` default: ckmodel.fitting.UNTIL_CONVERGED, written out so that the
+#: command line starts without importing PyMC (tests/test_cli.py checks that they agree)
+UNTIL_CONVERGED = 600.0
 
 
 def _fmt(v: Any) -> str:
@@ -183,11 +186,11 @@ def fit(
     target_accept: Annotated[float, typer.Option(min=0.5, max=0.999,
                                                  help="NUTS target acceptance")] = 0.9,
     blq_method: Annotated[str, typer.Option(help="M3 (censored) or M1 (drop)")] = "M3",
-    until_converged: Annotated[float | None, typer.Option(
-        "--until-converged", metavar="SECONDS", min=1,
-        help="When the convergence checks fail, double warm-up and draws and run again, "
-             "while the next run fits in this time budget (seconds); each run is recorded")
-    ] = None,
+    until_converged: Annotated[float, typer.Option(
+        "--until-converged", metavar="SECONDS", min=0,
+        help="When the convergence checks fail, run again with more draws (and warm-up after "
+             "divergences) while the next run fits in this time budget (seconds; 0: one run "
+             "only); each run is recorded")] = UNTIL_CONVERGED,
 ) -> None:
     """Fit a model hierarchically (PyMC) and save the fit; every setting is stored in it."""
     check_time_unit(time_unit)
@@ -248,9 +251,10 @@ def demo(
     chains: Annotated[int, typer.Option(min=1)] = 4,
     seed: Annotated[int, typer.Option(min=0)] = 1,
     fit_model: Annotated[bool, typer.Option("--fit/--no-fit", help="Run the fit step")] = True,
-    until_converged: Annotated[float | None, typer.Option(
-        "--until-converged", metavar="SECONDS", min=1,
-        help="Extend the fit until it converges, within this budget (seconds)")] = None,
+    until_converged: Annotated[float, typer.Option(
+        "--until-converged", metavar="SECONDS", min=0,
+        help="Run the fit longer until it converges, within this budget (seconds; 0: one "
+             "run only)")] = UNTIL_CONVERGED,
     report: Annotated[bool, typer.Option("--report/--no-report",
                                          help="End with the HTML report of the fit")] = True,
 ) -> None:

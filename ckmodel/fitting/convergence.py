@@ -179,8 +179,9 @@ def check_convergence(idata: Any, *, max_treedepth: int = 10, warn: bool = True,
         problems.append(f"{len(flagged)} parameter(s) with R-hat > {rhat_max} or ESS < "
                         f"{ess_min:g} (max R-hat {out['max_rhat']:.3f}, min bulk ESS "
                         f"{out['min_ess_bulk']:.0f}): {', '.join(flagged[:8])}"
-                        f"{' ...' if len(flagged) > 8 else ''}; run longer (more draws/tune) "
-                        "or more chains")
+                        f"{' ...' if len(flagged) > 8 else ''}; run longer (more draws, or a "
+                        "larger time budget: until_converged= in Python, --until-converged "
+                        "on the command line) or more chains")
         for w in out["weak_iiv"]:
             if f"omega[{w['parameter']}]" in flagged or any(
                     f.startswith(f"omega[{w['parameter']}") for f in flagged):

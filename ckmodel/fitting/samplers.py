@@ -66,6 +66,23 @@ class Sampler:
         with self.model:
             pm.set_data({name: value})
 
+    def start(self, *, draws: int, tune: int, seed: int) -> Any:
+        """Start nutpie in the background, every chain at once; returns its sampler.
+
+        All chains run side by side (one thread each, even on fewer cores), so that a
+        trace inspected mid-run holds the same number of draws in every chain, and the
+        first ``n`` draws of a chain are the same whenever the run is stopped.
+        """
+        import nutpie
+
+        if self.sampler != "nutpie":
+            raise ValueError("only nutpie samples in the background")
+        self.compile()
+        return nutpie.sample(self._compiled, draws=draws, tune=tune, chains=self.chains,
+                             seed=seed, cores=self.chains, progress_bar=self.progressbar,
+                             save_warmup=False, target_accept=self.target_accept,
+                             low_rank_modified_mass_matrix=self.low_rank, blocking=False)
+
     def __call__(self, *, draws: int, tune: int, seed: int | None = None) -> Any:
         """Run the sampler; ``seed`` overrides the default seed (an extended run's own)."""
         import pymc as pm

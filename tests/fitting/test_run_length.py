@@ -35,6 +35,8 @@ def test_weak_iiv_flags_a_posterior_piled_at_zero():
 class _Chains:
     """Stand-in sampler: chains that disagree until the run has ``good_at`` draws."""
 
+    sampler, target_accept = "pymc", 0.9
+
     def __init__(self, good_at: int) -> None:
         self.good_at, self.calls = good_at, []
 
