@@ -168,7 +168,8 @@ def test_help_answers_at_once():
 def test_command_line_defaults_agree_with_the_python_api():
     # written out in the CLI so that it starts without PyMC; one value for both doors
     from ckmodel.cli import fit_commands
-    from ckmodel.fitting import SAMPLERS, run
+    from ckmodel.fitting import SAMPLERS
+    from ckmodel.fitting import run_length as run
     from ckmodel.spec.model import ERROR_MODELS
 
     assert fit_commands.UNTIL_CONVERGED == run.UNTIL_CONVERGED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ckmodel._arviz import az
-from ckmodel.fitting import run as run_module
+from ckmodel.fitting import run_length as run_module
 from ckmodel.fitting.convergence import check_convergence, weak_iiv
 
 
@@ -49,7 +49,7 @@ class _Chains:
 def test_run_until_lengthens_the_run_until_converged():
     # chains 3 SDs apart: R-hat far above 1.05, so draws x 4 (the cap) and warm-up x 2
     sampler = _Chains(good_at=1600)
-    idata, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=7, budget=60)
+    idata, attempts = run_module.run_until(sampler, draws=100, tune=50, seed=7, budget=60)
     assert sampler.calls == [(100, 50, 7), (400, 100, 8), (1600, 200, 9)]
     assert [a["ok"] for a in attempts] == [False, False, True]
     assert idata.posterior.sizes["draw"] == 1600
@@ -71,12 +71,12 @@ def test_next_run_length_follows_the_shortfall():
 
 def test_run_until_stops_at_the_budget_and_keeps_the_last_run():
     sampler = _Chains(good_at=10**9)
-    idata, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=1, budget=1e-9)
+    idata, attempts = run_module.run_until(sampler, draws=100, tune=50, seed=1, budget=1e-9)
     assert len(attempts) == 1 and attempts[0]["ok"] is False
     assert idata.posterior.sizes["draw"] == 100
 
 
 def test_without_a_budget_there_is_one_run():
     sampler = _Chains(good_at=10**9)
-    _, attempts = run_module._run_until(sampler, draws=100, tune=50, seed=1, budget=None)
+    _, attempts = run_module.run_until(sampler, draws=100, tune=50, seed=1, budget=None)
     assert len(attempts) == 1 and "ok" not in attempts[0]

@@ -1,0 +1,222 @@
+"""Run length that adapts: sample on until the convergence checks pass, within a budget.
+
+``fit(until_converged=600)`` (the default; ``--until-converged`` on the command line). With
+nutpie one run streams: it is planned long, its first ``n`` draws per chain are checked at
+checkpoints that follow the shortfall (:func:`next_run_length`), and it stops at the first
+``n`` that passes; the kept draws do not depend on when they were read. Other samplers run
+again, longer. Divergences and stuck chains, which more draws of the same adaptation do not
+mend, start a new run with twice the warm-up and a higher target acceptance. Every run is
+recorded (``Fit.meta["attempts"]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ckmodel.fitting.convergence import ESS_MIN, RHAT_MAX, check_convergence
+from ckmodel.fitting.samplers import Sampler
+
+__all__ = ["run_until", "next_run_length", "strip_unconstrained", "UNTIL_CONVERGED",
+           "MAX_GROWTH"]
+
+log = logging.getLogger("ckmodel.fitting.run")
+
+#: Default time budget (seconds) within which a fit that fails its convergence checks
+#: samples on (``fit(until_converged=...)``, ``--until-converged``).
+UNTIL_CONVERGED = 600.0
+
+
+def strip_unconstrained(idata: Any) -> Any:
+    """Drop nutpie's unconstrained copies (``*_log__``); keep the natural-scale variables."""
+    unconstrained = [v for v in idata.posterior.data_vars if str(v).endswith("__")]
+    if unconstrained:
+        idata.posterior = idata.posterior.drop_vars(unconstrained)
+    return idata
+
+
+def next_run_length(verdict: dict[str, Any], draws: int, tune: int) -> tuple[int, int]:
+    """Draws and warm-up of the next run after a failed convergence check.
+
+    Draws grow by the factor the checks ask for: ``1.25 ESS_MIN / lowest ESS`` (bulk ESS
+    grows about in proportion to the draws) or ``(R-hat - 1) / (RHAT_MAX - 1)`` (R-hat - 1
+    shrinks about as 1 / draws), whichever is larger, at least 1.5x and at most 4x, rounded
+    up to 50. Warm-up doubles when the adaptation itself looks at fault (divergences, a
+    lagging chain, R-hat above 1.05) and is kept otherwise.
+    """
+    ess = verdict.get("min_ess_bulk")
+    rhat = verdict.get("max_rhat")
+    factors = [1.5]
+    if ess is not None and np.isfinite(ess) and ess > 0:
+        factors.append(1.25 * ESS_MIN / ess)
+    if rhat is not None and np.isfinite(rhat):
+        factors.append((rhat - 1.0) / (RHAT_MAX - 1.0))
+    factor = min(max(factors), 4.0)
+    new_draws = int(np.ceil(draws * factor / 50.0) * 50)
+    troubled = (verdict.get("divergences", 0) or verdict.get("lagging_chains")
+                or (rhat is not None and not rhat <= 1.05))
+    return new_draws, (2 * tune if troubled else tune)
+
+
+#: A streamed run is planned for at most this many times the requested draws.
+MAX_GROWTH = 8
+
+
+def _troubled(verdict: dict[str, Any]) -> bool:
+    """Failures that more draws of the same run do not mend: divergences, stuck chains."""
+    return bool(verdict.get("divergences", 0) or verdict.get("lagging_chains"))
+
+
+def _complete_draws(trace: Any) -> int:
+    """Draws that every chain of a trace in progress has finished (NaN: not yet drawn)."""
+    post = trace.posterior
+    if not post.data_vars or post.sizes.get("draw", 0) == 0:
+        return 0
+    var = next(iter(post.data_vars))
+    x = post[var].values.reshape(post.sizes["chain"], post.sizes["draw"], -1)[..., 0]
+    done = np.isfinite(x)
+    # the first not-yet-drawn position of each chain
+    first_missing = np.where(done.all(axis=1), done.shape[1], np.argmin(done, axis=1))
+    return int(first_missing.min())
+
+
+def _inspect(bg: Any) -> Any:
+    """The trace of a background run so far.
+
+    ArviZ's warning about a trace with fewer draws than chains, which an early look always
+    is, is not for the user.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+        return bg.inspect()
+
+
+def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
+            ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """One nutpie run that stops as soon as its first ``n`` draws per chain pass the checks.
+
+    The run is planned for ``MAX_GROWTH x draws`` draws; the checks are made on the first
+    ``n = draws`` draws of every chain, then at the ``n`` that :func:`next_run_length` asks
+    for, and so on. The first ``n`` draws of a chain do not depend on when they were read,
+    so the kept posterior is the same on any machine, unless the time budget (``deadline``,
+    a ``time.perf_counter()`` value) ends the run first. Divergences or a stuck chain end it
+    too: more draws of the same adaptation do not mend them.
+    """
+    t0 = time.perf_counter()
+    cap = MAX_GROWTH * draws
+    bg = run.start(draws=cap, tune=tune, seed=seed)
+    n, last, pause = draws, None, 1.0
+    try:
+        while True:
+            trace = None
+            while True:
+                t_read = time.perf_counter()
+                current = _inspect(bg)
+                read = time.perf_counter() - t_read
+                have = _complete_draws(current)
+                if have >= n or have >= cap:
+                    trace = current if have >= n else None
+                    break
+                if time.perf_counter() > deadline:
+                    break
+                # wait about as long as the missing draws take, and at least twice a read
+                pause = max(2.0 * read, min(pause * 1.5, 10.0))
+                time.sleep(pause)
+            if trace is None:
+                break
+            idata = strip_unconstrained(trace.isel(draw=slice(0, n)))
+            verdict = check_convergence(idata, warn=False)
+            last = (idata, n, verdict)
+            if verdict["ok"] or _troubled(verdict) or n >= cap:
+                break
+            nxt = min(next_run_length(verdict, n, tune)[0], cap)
+            elapsed = time.perf_counter() - t0
+            rate = elapsed / (tune + n)               # seconds per iteration, warm-up included
+            if time.perf_counter() + rate * (nxt - n) * 1.1 > deadline:
+                log.warning("not converged at %d draws per chain; %d would not end within "
+                            "the time budget", n, nxt)
+                break
+            log.info("checks at %d draws per chain not passed (worst R-hat %.3f, lowest bulk "
+                     "ESS %.0f): sampling on to %d", n, verdict.get("max_rhat", np.nan),
+                     verdict.get("min_ess_bulk", np.nan), nxt)
+            n = nxt
+    finally:
+        bg.cancel()
+    if last is None:            # the budget ran out before the first checkpoint
+        current = _inspect(bg)
+        idata = strip_unconstrained(current.isel(draw=slice(0, max(_complete_draws(current),
+                                                                    1))))
+        last = (idata, idata.posterior.sizes["draw"], check_convergence(idata, warn=False))
+    idata, n, verdict = last
+    entry = {"draws": n, "tune": tune, "seed": seed, "target_accept": run.target_accept,
+             "seconds": round(time.perf_counter() - t0, 2), "ok": verdict["ok"],
+             "max_rhat": verdict.get("max_rhat"), "min_ess_bulk": verdict.get("min_ess_bulk"),
+             "divergences": verdict.get("divergences", 0), "streamed": True}
+    return idata, entry, verdict
+
+
+def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float | None
+               ) -> tuple[Any, list[dict[str, Any]]]:
+    """Sample; with a ``budget`` (seconds), run longer until the checks pass.
+
+    nutpie streams (:func:`_stream`): one run samples on until its draws pass the checks.
+    Other samplers run again, longer (:func:`next_run_length`), when at the pace of the last
+    run the next one would end within the budget. After divergences or a stuck chain the
+    chains start again with twice the warm-up and a target acceptance halfway to 1 (0.9 ->
+    0.95 -> 0.975). Each run has its own seed (``seed + attempt``), recorded, so the whole
+    sequence is reproducible.
+    """
+    attempts: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    streamed = budget is not None and run.sampler == "nutpie"
+    k = 0
+    while True:
+        t0 = time.perf_counter()
+        if streamed:
+            idata, entry, verdict = _stream(run, draws=draws, tune=tune, seed=seed + k,
+                                            deadline=t_start + float(budget or 0))
+            attempts.append(entry)
+            took, kept = entry["seconds"], entry["draws"]
+        else:
+            idata = strip_unconstrained(run(draws=draws, tune=tune, seed=seed + k))
+            took, kept = time.perf_counter() - t0, draws
+            entry = {"draws": draws, "tune": tune, "seed": seed + k,
+                     "target_accept": run.target_accept, "seconds": round(took, 2)}
+            attempts.append(entry)
+            if budget is None:
+                return idata, attempts
+            verdict = check_convergence(idata, warn=False)
+            entry.update(ok=verdict["ok"], max_rhat=verdict.get("max_rhat"),
+                         min_ess_bulk=verdict.get("min_ess_bulk"),
+                         divergences=verdict.get("divergences", 0))
+        if verdict["ok"]:
+            if k or kept > draws:
+                log.warning("converged with %d tuning steps and %d draws per chain (target "
+                            "acceptance %.3g, %d run(s))", tune, kept, run.target_accept, k + 1)
+            return idata, attempts
+        if streamed and not _troubled(verdict):
+            return idata, attempts          # the stream ran as long as the budget allowed
+        if _troubled(verdict):
+            new_draws, new_tune = draws if streamed else kept, 2 * tune
+        else:
+            new_draws, new_tune = next_run_length(verdict, draws, tune)
+        spent = time.perf_counter() - t_start
+        expected = took * (new_draws + new_tune) / max(kept + tune, 1)
+        if spent + 1.1 * expected > float(budget or 0):
+            log.warning("not converged within the budget of %.0f s (%d run(s), %.0f s; the "
+                        "next, %d + %d steps per chain, would take about %.0f s): the last "
+                        "run (%d tuning steps, %d draws per chain) is kept", budget, k + 1,
+                        spent, new_tune, new_draws, expected, tune, kept)
+            return idata, attempts
+        if _troubled(verdict):
+            run.target_accept = 1.0 - (1.0 - run.target_accept) / 2.0
+        log.warning("not converged (worst R-hat %.3f, lowest bulk ESS %.0f, %d divergences): "
+                    "running again with %d tuning steps, %d draws per chain, target "
+                    "acceptance %.3g", entry["max_rhat"] or float("nan"),
+                    entry["min_ess_bulk"] or float("nan"), entry["divergences"], new_tune,
+                    new_draws, run.target_accept)
+        draws, tune, k = new_draws, new_tune, k + 1
