@@ -24,8 +24,9 @@
 # 4. judge the fit: convergence, estimates, shrinkage, goodness of fit, VPC;
 # 5. write the report, one self-contained HTML file.
 #
-# Set `CKMODEL_NOTEBOOK_FAST=1` for a short run (the test suite does; few draws, so the
-# verdict will say the fit has not converged, which is the report's first job to tell).
+# Set `CKMODEL_NOTEBOOK_FAST=1` for a short run (the test suite does: few draws and one run
+# only, `until_converged=0`, so the verdict will say the fit has not converged, which is the
+# report's first job to tell). Otherwise the fit samples on until its checks pass.
 
 # %%
 import os
@@ -50,7 +51,7 @@ from ckmodel.nca import nca
 from ckmodel.resources import example_data
 
 FAST = os.environ.get("CKMODEL_NOTEBOOK_FAST") == "1"
-SAMPLING = (dict(draws=100, tune=150, chains=2) if FAST
+SAMPLING = (dict(draws=100, tune=150, chains=2, until_converged=0) if FAST
             else dict(draws=500, tune=500, chains=4))
 N_SIM = 20 if FAST else 200  # replicates of the trial behind NPDE and the VPCs
 OUT = Path(os.environ.get("CKMODEL_NOTEBOOK_OUT", "notebook_output"))

@@ -45,7 +45,7 @@ from ckmodel import (
 from ckmodel.resources import example_data
 
 FAST = os.environ.get("CKMODEL_NOTEBOOK_FAST") == "1"
-CK_SAMPLING = (dict(draws=100, tune=150, chains=2) if FAST
+CK_SAMPLING = (dict(draws=100, tune=150, chains=2, until_converged=0) if FAST
                else dict(draws=500, tune=500, chains=4))
 ER_SAMPLING = (dict(draws=300, tune=300, chains=2) if FAST
                else dict(draws=1000, tune=1000, chains=4))

@@ -48,7 +48,7 @@ from ckmodel.design import (
 from ckmodel.resources import example_data
 
 FAST = os.environ.get("CKMODEL_NOTEBOOK_FAST") == "1"
-CK_SAMPLING = (dict(draws=100, tune=150, chains=2) if FAST
+CK_SAMPLING = (dict(draws=100, tune=150, chains=2, until_converged=0) if FAST
                else dict(draws=500, tune=500, chains=4))
 ER_SAMPLING = (dict(draws=200, tune=200, chains=2) if FAST
                else dict(draws=1000, tune=1000, chains=4))
