@@ -19,10 +19,12 @@ def wrong_fit(sim_data):
 
     data, _ = sim_data
     # a deliberately wrong model: its sampler diagnostics are not what this fixture is about
+    # (one short run, not sampled on until converged)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return fit(data, "expansion_biphasic", draws=200, tune=300, chains=2, seed=3,
-                   progressbar=False, options=PopulationOptions(fixed={"alpha": 0.04}))
+                   progressbar=False, options=PopulationOptions(fixed={"alpha": 0.04}),
+                   until_converged=0)
 
 
 def with_observations(fit, data):

@@ -121,7 +121,7 @@ def test_one_cmt_oral_from_the_command_line(theo_csv, tmp_path):
     out = tmp_path / "theo_fit.nc"
     res = run("fit", str(theo_csv), "--model", "one_cmt_oral", "--time-unit", "hour",
               "--fix", "f=1", "--error", "CP=additive", "--draws", "150", "--tune", "150",
-              "--chains", "2", "--seed", "2", "-o", str(out))
+              "--chains", "2", "--seed", "2", "--until-converged", "0", "-o", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     assert "CP" in res.stdout and "fixed" in res.stdout          # records table, fixed f
@@ -146,7 +146,7 @@ def test_user_iv_model_repeated_doses_and_weight(iv_files, tmp_path):
     out = tmp_path / "iv_fit.nc"
     res = run("fit", str(data), "--model", str(model), "--time-unit", "hour",
               "--prior", "cl=LogNormal(log(4), 0.3)", "--draws", "150", "--tune", "150",
-              "--chains", "2", "--seed", "1", "-o", str(out))
+              "--chains", "2", "--seed", "1", "--until-converged", "0", "-o", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     from ckmodel.fitting import load_fit
 
