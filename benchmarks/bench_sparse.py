@@ -2,7 +2,10 @@
 
 Fits ``expansion_biphasic`` to :func:`ckmodel.testing.simulate_sparse_cohort` (50 patients,
 blood qPCR near days 7, 14, 30, 100, a fifth BLQ, DOSE and PRODUCT covariates, small IIV of
-rho) and prints, per parametrisation tried: wall time, divergences, worst R-hat, lowest bulk
+rho), or the example trial (``--data trial``: ``blood_marrow``, all analytes), or a rich
+40-subject set (``--data rich``: 12 samples each, ``bench_fit.simulated_data``), and prints,
+per parametrisation tried: wall time, draws per chain kept (the fit samples on until its
+checks pass, within ``--until-converged`` seconds), divergences, worst R-hat, lowest bulk
 ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
 
     python benchmarks/bench_sparse.py                       # defaults
@@ -11,6 +14,8 @@ ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
     python benchmarks/bench_sparse.py --data trial --centered "" --centered f0,tmax
                                            # the example trial, blood_marrow, all analytes
     python benchmarks/bench_sparse.py --mass-matrix low_rank --target-accept 0.95
+    python benchmarks/bench_sparse.py --until-converged 0   # one run of --draws, as before
+    python benchmarks/bench_sparse.py --centered shrinkage  # centring weights from a pilot
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import warnings
 from ckmodel.errors import ConvergenceWarning
 from ckmodel.fitting import fit
 from ckmodel.fitting.convergence import convergence_table
+from ckmodel.fitting.run_length import UNTIL_CONVERGED
 from ckmodel.population.model import PopulationOptions
 from ckmodel.testing import simulate_sparse_cohort
 
 
-def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
+def one(seed: int, centered: str | tuple[str, ...], args: argparse.Namespace) -> dict:
     if args.data == "trial":
         from ckmodel.data import read_ck
         from ckmodel.resources import example_data
@@ -35,6 +41,11 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
 
         model, covariates = load_model("blood_marrow"), []
         data = read_ck(example_data()[0], analytes=model.output_units)
+    elif args.data == "rich":
+        from bench_fit import simulated_data
+
+        model, covariates = "expansion_biphasic", []
+        data = simulated_data("expansion_biphasic", n=40, seed=seed)
     else:
         model, covariates = "expansion_biphasic", ["f0 ~ PRODUCT", "f0 ~ log(DOSE)"]
         data, _ = simulate_sparse_cohort(n=args.n, seed=seed)
@@ -43,16 +54,18 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
         warnings.simplefilter("always", ConvergenceWarning)   # recorded, reported below
         res = fit(data, model, seed=seed, draws=args.draws, tune=args.tune,
                   chains=args.chains, covariates=covariates, mass_matrix=args.mass_matrix,
-                  target_accept=args.target_accept,
+                  target_accept=args.target_accept, until_converged=args.until_converged,
                   options=PopulationOptions(centered=centered), progressbar=False,
                   posterior_predictive=False, log_likelihood=False)
     wall = time.perf_counter() - t0
     c = res.meta["convergence"]
     table = convergence_table(res.idata)
     worst = table["ess_bulk"].idxmin()
-    return {"data": args.data, "seed": seed, "centered": ",".join(centered) or "-",
+    label = centered if isinstance(centered, str) else ",".join(centered) or "-"
+    return {"data": args.data, "seed": seed, "centered": label,
             "mass_matrix": args.mass_matrix, "target_accept": args.target_accept,
-            "wall_s": round(wall, 1),
+            "wall_s": round(wall, 1), "draws_kept": res.meta["draws"],
+            "tune_kept": res.meta["tune"], "runs": len(res.meta.get("attempts") or [1]),
             "sampling_s": res.meta["sampling_seconds"], "divergences": c.get("divergences"),
             "max_rhat": round(c.get("max_rhat", float("nan")), 3),
             "min_ess_bulk": round(c.get("min_ess_bulk", float("nan"))), "worst": worst,
@@ -62,7 +75,7 @@ def one(seed: int, centered: tuple[str, ...], args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", choices=("sparse", "trial"), default="sparse")
+    ap.add_argument("--data", choices=("sparse", "trial", "rich"), default="sparse")
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--draws", type=int, default=500)
@@ -72,9 +85,12 @@ def main() -> None:
                     help="comma list of parameters to centre; repeat to compare settings")
     ap.add_argument("--mass-matrix", default="auto", choices=("auto", "diag", "low_rank"))
     ap.add_argument("--target-accept", type=float, default=0.9)
+    ap.add_argument("--until-converged", type=float, default=UNTIL_CONVERGED,
+                    help="time budget in seconds (0: one run)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    settings = [tuple(x for x in c.split(",") if x) for c in (args.centered or [""])]
+    settings = [c if c == "shrinkage" else tuple(x for x in c.split(",") if x)
+                for c in (args.centered or [""])]
     rows = [one(int(s), c, args) for c in settings for s in args.seeds.split(",")]
     cols = list(rows[0])
     print(" | ".join(cols))

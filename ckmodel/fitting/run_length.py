@@ -109,7 +109,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
     t0 = time.perf_counter()
     cap = MAX_GROWTH * draws
     bg = run.start(draws=cap, tune=tune, seed=seed)
-    n, last, pause = draws, None, 1.0
+    n, last, pause, checked = draws, None, 1.0, []
     try:
         while True:
             trace = None
@@ -131,6 +131,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
             idata = strip_unconstrained(trace.isel(draw=slice(0, n)))
             verdict = check_convergence(idata, warn=False)
             last = (idata, n, verdict)
+            checked.append(n)
             if verdict["ok"] or _troubled(verdict) or n >= cap:
                 break
             nxt = min(next_run_length(verdict, n, tune)[0], cap)
@@ -155,7 +156,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
     entry = {"draws": n, "tune": tune, "seed": seed, "target_accept": run.target_accept,
              "seconds": round(time.perf_counter() - t0, 2), "ok": verdict["ok"],
              "max_rhat": verdict.get("max_rhat"), "min_ess_bulk": verdict.get("min_ess_bulk"),
-             "divergences": verdict.get("divergences", 0), "streamed": True}
+             "divergences": verdict.get("divergences", 0), "checked_at": checked}
     return idata, entry, verdict
 
 

@@ -177,6 +177,12 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
                      f"model's {meta.get('model_time_unit')}s (x {scale:.6g}); results are in "
                      f"{meta.get('model_time_unit')}s")
     attempts = meta.get("attempts") or []
+    if attempts and len(attempts[-1].get("checked_at") or []) > 1:
+        last = attempts[-1]
+        points = ", ".join(map(str, last["checked_at"]))
+        notes.append(f"sampled on until converged: checks at {points} draws per chain; "
+                     f"{last['draws']} kept (budget "
+                     f"{meta.get('until_converged_seconds')} s)")
     if len(attempts) > 1:
         runs = "; ".join(f"{a['tune']}+{a['draws']} ({'ok' if a.get('ok') else 'not converged'},"
                          f" {a['seconds']:.0f} s)" for a in attempts)

@@ -80,3 +80,26 @@ def test_without_a_budget_there_is_one_run():
     sampler = _Chains(good_at=10**9)
     _, attempts = run_module.run_until(sampler, draws=100, tune=50, seed=1, budget=None)
     assert len(attempts) == 1 and "ok" not in attempts[0]
+
+
+class _Diverging(_Chains):
+    """Stand-in sampler whose first run diverges; later runs are clean and converged."""
+
+    def __call__(self, *, draws: int, tune: int, seed: int):
+        self.calls.append((draws, tune, seed, self.target_accept))
+        rng = np.random.default_rng(seed)
+        idata = _idata(rng, draws=draws)
+        div = np.zeros((4, draws), bool)
+        if len(self.calls) == 1:
+            div[:, :3] = True
+        idata.add_groups(sample_stats={"diverging": div})
+        return idata
+
+
+def test_after_divergences_the_run_starts_again_with_more_warmup_and_smaller_steps():
+    sampler = _Diverging(good_at=0)
+    idata, attempts = run_module.run_until(sampler, draws=200, tune=100, seed=3, budget=60)
+    # same draws (more would not mend divergences), twice the warm-up, target 0.9 -> 0.95
+    assert sampler.calls == [(200, 100, 3, 0.9), (200, 200, 4, 0.95)]
+    assert [a["ok"] for a in attempts] == [False, True]
+    assert attempts[0]["divergences"] == 12 and attempts[1]["target_accept"] == 0.95
