@@ -95,19 +95,19 @@ def _inspect(bg: Any) -> Any:
         return bg.inspect()
 
 
-def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
-            ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
+            cap: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """One nutpie run that stops as soon as its first ``n`` draws per chain pass the checks.
 
-    The run is planned for ``MAX_GROWTH x draws`` draws; the checks are made on the first
-    ``n = draws`` draws of every chain, then at the ``n`` that :func:`next_run_length` asks
-    for, and so on. The first ``n`` draws of a chain do not depend on when they were read,
+    The run is planned for ``cap`` draws (default ``MAX_GROWTH x draws``); the checks are
+    made on the first ``n = draws`` draws of every chain, then at the ``n`` that
+    :func:`next_run_length` asks for, and so on. The first ``n`` draws of a chain do not depend on when they were read,
     so the kept posterior is the same on any machine, unless the time budget (``deadline``,
     a ``time.perf_counter()`` value) ends the run first. Divergences or a stuck chain end it
     too: more draws of the same adaptation do not mend them.
     """
     t0 = time.perf_counter()
-    cap = MAX_GROWTH * draws
+    cap = max(cap or MAX_GROWTH * draws, draws)
     bg = run.start(draws=cap, tune=tune, seed=seed)
     n, last, pause, checked = draws, None, 1.0, []
     try:
@@ -121,11 +121,14 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float
                 if have >= n or have >= cap:
                     trace = current if have >= n else None
                     break
-                if time.perf_counter() > deadline:
+                now = time.perf_counter()
+                if now > deadline:
                     break
-                # wait about as long as the missing draws take, and at least twice a read
-                pause = max(2.0 * read, min(pause * 1.5, 10.0))
-                time.sleep(pause)
+                if have:   # wait about as long as the missing draws take at the pace so far
+                    pause = (n - have) * (now - t0) / (tune + have) + 0.2
+                else:      # still warming up: look again a little later each time
+                    pause = min(pause * 1.5, 5.0)
+                time.sleep(min(max(pause, 2.0 * read, 0.2), 10.0))
             if trace is None:
                 break
             idata = strip_unconstrained(trace.isel(draw=slice(0, n)))
@@ -174,12 +177,13 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
     attempts: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     streamed = budget is not None and run.sampler == "nutpie"
-    k = 0
+    requested, k = draws, 0
     while True:
         t0 = time.perf_counter()
         if streamed:
             idata, entry, verdict = _stream(run, draws=draws, tune=tune, seed=seed + k,
-                                            deadline=t_start + float(budget or 0))
+                                            deadline=t_start + float(budget or 0),
+                                            cap=max(MAX_GROWTH * requested, 2 * draws))
             attempts.append(entry)
             took, kept = entry["seconds"], entry["draws"]
         else:
@@ -202,7 +206,8 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
         if streamed and not _troubled(verdict):
             return idata, attempts          # the stream ran as long as the budget allowed
         if _troubled(verdict):
-            new_draws, new_tune = draws if streamed else kept, 2 * tune
+            # a new run needs as many draws as the last one did
+            new_draws, new_tune = kept, 2 * tune
         else:
             new_draws, new_tune = next_run_length(verdict, draws, tune)
         spent = time.perf_counter() - t_start
