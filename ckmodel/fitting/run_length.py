@@ -101,9 +101,10 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
 
     The run is planned for ``cap`` draws (default ``MAX_GROWTH x draws``); the checks are
     made on the first ``n = draws`` draws of every chain, then at the ``n`` that
-    :func:`next_run_length` asks for, and so on. The first ``n`` draws of a chain do not depend on when they were read,
-    so the kept posterior is the same on any machine, unless the time budget (``deadline``,
-    a ``time.perf_counter()`` value) ends the run first. Divergences or a stuck chain end it
+    :func:`next_run_length` asks for, and so on. The first ``n`` draws of a chain do not
+    depend on when they were read, so the kept posterior is the same on any machine, unless
+    the time budget (``deadline``, a ``time.perf_counter()`` value) ends the run first.
+    Divergences or a stuck chain end it
     too: more draws of the same adaptation do not mend them.
     """
     t0 = time.perf_counter()
