@@ -103,14 +103,15 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
     made on the first ``n = draws`` draws of every chain, then at the ``n`` that
     :func:`next_run_length` asks for, and so on. The first ``n`` draws of a chain do not
     depend on when they were read, so the kept posterior is the same on any machine, unless
-    the time budget (``deadline``, a ``time.perf_counter()`` value) ends the run first.
-    Divergences or a stuck chain end it
-    too: more draws of the same adaptation do not mend them.
+    the time budget (``deadline``, a ``time.perf_counter()`` value) ends the run first; the
+    requested ``draws`` are always waited for. Divergences or a stuck chain end it too: more
+    draws of the same adaptation do not mend them.
     """
     t0 = time.perf_counter()
     cap = max(cap or MAX_GROWTH * draws, draws)
     bg = run.start(draws=cap, tune=tune, seed=seed)
-    n, last, pause, checked = draws, None, 1.0, []
+    n, pause, checked = draws, 1.0, []
+    last: tuple[Any, int, dict[str, Any]] | None = None
     try:
         while True:
             trace = None
@@ -123,7 +124,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
                     trace = current if have >= n else None
                     break
                 now = time.perf_counter()
-                if now > deadline:
+                if now > deadline and checked:   # the requested draws are always waited for
                     break
                 if have:   # wait about as long as the missing draws take at the pace so far
                     pause = (n - have) * (now - t0) / (tune + have) + 0.2
@@ -151,11 +152,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             n = nxt
     finally:
         bg.cancel()
-    if last is None:            # the budget ran out before the first checkpoint
-        current = _inspect(bg)
-        idata = strip_unconstrained(current.isel(draw=slice(0, max(_complete_draws(current),
-                                                                    1))))
-        last = (idata, idata.posterior.sizes["draw"], check_convergence(idata, warn=False))
+    assert last is not None     # the first checkpoint is always reached
     idata, n, verdict = last
     entry = {"draws": n, "tune": tune, "seed": seed, "target_accept": run.target_accept,
              "seconds": round(time.perf_counter() - t0, 2), "ok": verdict["ok"],
