@@ -70,7 +70,8 @@ def one(seed: int, centered: str | tuple[str, ...], args: argparse.Namespace) ->
             "max_rhat": round(c.get("max_rhat", float("nan")), 3),
             "min_ess_bulk": round(c.get("min_ess_bulk", float("nan"))), "worst": worst,
             "ess_per_s": round(table["ess_bulk"].min() / res.meta["sampling_seconds"], 1),
-            "ok": c["ok"], "weak_iiv": [w["parameter"] for w in c.get("weak_iiv", [])]}
+            "ok": c["ok"], "problems": [p[:60] for p in c.get("problems", [])],
+            "weak_iiv": [w["parameter"] for w in c.get("weak_iiv", [])]}
 
 
 def main() -> None:

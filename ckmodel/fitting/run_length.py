@@ -181,7 +181,7 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
         if streamed:
             idata, entry, verdict = _stream(run, draws=draws, tune=tune, seed=seed + k,
                                             deadline=t_start + float(budget or 0),
-                                            cap=max(MAX_GROWTH * requested, 2 * draws))
+                                            cap=max(MAX_GROWTH * requested, 4 * draws))
             attempts.append(entry)
             took, kept = entry["seconds"], entry["draws"]
         else:
