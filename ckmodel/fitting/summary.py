@@ -191,6 +191,7 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
     conv = meta.get("convergence") or {}
     said = {str(p) for p in conv.get("problems", [])}  # a weak IIV that also fails its checks
     notes += [w["advice"] for w in conv.get("weak_iiv", []) if w["advice"] not in said]
+    notes += list(conv.get("efficiency", []))
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
     if meta.get("centering") or (meta.get("options") or {}).get("centered") not in (None, "auto"):
         notes.append(describe_centering(meta))

@@ -357,7 +357,7 @@ def build_model(
                     raise ModelSpecError(f"centring weights must be a ({n_s}, "
                                          f"{len(iiv_names)}) array in [0, 1]")
                 if centering is None and not lam.any():  # non-centred: eta = omega z
-                    z = pm.Normal("z", 0.0, 1.0, shape=(n_s, len(iiv_names)))
+                    z = pm.Normal("z", 0.0, 1.0, dims=("subject", "iiv"))
                     eta = z * omega
                 else:
                     eta = _partially_centred(pm.Data("centering", lam, dims=("subject", "iiv")),

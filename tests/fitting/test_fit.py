@@ -194,6 +194,13 @@ def test_convergence_warning_is_loud():
     assert len(rec) == 1 and not out["ok"]
     assert out["divergences"] == 10 and out["treedepth_hits"] == 100
     assert out["max_rhat"] > 1.01
+    # tree-depth hits are an efficiency note (costly draws), not a failed check
+    assert not any("tree depth" in p for p in out["problems"])
+    assert "tree depth 10" in out["efficiency"][0]
+    clean = az.from_dict(posterior={"a": rng.normal(size=(4, 500))},
+                         sample_stats={"tree_depth": np.full((4, 500), 10)})
+    verdict = check_convergence(clean, warn=False)
+    assert verdict["ok"] and verdict["treedepth_hits"] == 2000
 
 
 def test_lagging_and_frozen_chains_are_named():

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 pytestmark = pytest.mark.slow
-TRIAL = Path(__file__).resolve().parents[1] / "data" / "example_trial"
+TRIAL = Path(__file__).resolve().parents[2] / "data" / "example_trial"
 
 
 def _fit(*args, **kw):
