@@ -126,7 +126,9 @@ def fit(
     target_accept : float
         NUTS target acceptance rate.
     cores : int, optional
-        Chains run in parallel (default: all cores).
+        Chains run in parallel (default: all cores; a nutpie run that samples on until
+        converged runs every chain in its own thread; ``cores`` below ``chains`` turns that
+        into whole reruns).
     posterior_predictive, log_likelihood : bool
         Add these groups (needed for VPCs and LOO).
     progressbar : bool
@@ -177,9 +179,9 @@ def fit(
     fused = sampler in FUSED_SAMPLERS
     iiv_names = iiv_parameters(spec, opts)
     # centring chosen from the data: the model holds its weights as data, set after a pilot
-    auto = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
+    pilot_run = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
             and sampler in MCMC_SAMPLERS)
-    centering = np.zeros((pdata.n_subjects, len(iiv_names))) if auto else None
+    centering = np.zeros((pdata.n_subjects, len(iiv_names))) if pilot_run else None
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
                            centering=centering)
     # analytes whose likelihood is a potential (closed form: summed in each analyte's kernel;
@@ -197,7 +199,7 @@ def fit(
     run.compile()
     t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if auto:
+    if pilot_run:
         pilot = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed)
         centering = shrinkage_weights(pilot)
         run.set_data("centering", centering)
@@ -263,7 +265,7 @@ def fit(
         "centering": (centering_summary(centering, iiv_names) if centering is not None
                       else None),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
-                  if auto else None),
+                  if pilot_run else None),
         "versions": package_versions(),
     }
     if until_converged is not None:

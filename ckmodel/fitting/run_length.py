@@ -174,7 +174,9 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
     """
     attempts: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    streamed = budget is not None and run.sampler == "nutpie"
+    # a stream reads every chain at the same draw, so the chains must run side by side
+    streamed = (budget is not None and run.sampler == "nutpie"
+                and (run.cores is None or run.cores >= run.chains))
     requested, k = draws, 0
     while True:
         t0 = time.perf_counter()
