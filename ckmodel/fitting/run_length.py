@@ -157,7 +157,8 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
     entry = {"draws": n, "tune": tune, "seed": seed, "target_accept": run.target_accept,
              "seconds": round(time.perf_counter() - t0, 2), "ok": verdict["ok"],
              "max_rhat": verdict.get("max_rhat"), "min_ess_bulk": verdict.get("min_ess_bulk"),
-             "divergences": verdict.get("divergences", 0), "checked_at": checked}
+             "divergences": verdict.get("divergences", 0), "checked_at": checked,
+             "planned": cap}
     return idata, entry, verdict
 
 
@@ -203,11 +204,14 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
                 log.warning("converged with %d tuning steps and %d draws per chain (target "
                             "acceptance %.3g, %d run(s))", tune, kept, run.target_accept, k + 1)
             return idata, attempts
-        if streamed and not _troubled(verdict):
+        capped = streamed and kept >= entry.get("planned", np.inf)
+        if streamed and not _troubled(verdict) and not capped:
             return idata, attempts          # the stream ran as long as the budget allowed
         if _troubled(verdict):
             # a new run needs as many draws as the last one did
             new_draws, new_tune = kept, 2 * tune
+        elif capped:                        # the planned draws were not enough: plan more
+            new_draws, new_tune = kept, tune
         else:
             new_draws, new_tune = next_run_length(verdict, draws, tune)
         spent = time.perf_counter() - t_start
