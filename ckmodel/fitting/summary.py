@@ -193,7 +193,7 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
     notes += [w["advice"] for w in conv.get("weak_iiv", []) if w["advice"] not in said]
     notes += list(conv.get("efficiency", []))
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
-    if meta.get("centering") or (meta.get("options") or {}).get("centered") not in (None, "auto"):
+    if meta.get("centering") or "centered" in (meta.get("options") or {}):
         notes.append(describe_centering(meta))
     return FitSummary(model=fit.spec.name, records=records_table(fit),
                       convergence=dict(meta.get("convergence") or {}),
