@@ -58,7 +58,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 STAN_DIR = Path(__file__).resolve().parent / "stan"
 EXAMPLE = ROOT / "data" / "example_trial" / "ck.csv"
-CLOSED, ODE = "expansion_biphasic", "antigen_driven"
+CLOSED, BM, ODE = "expansion_biphasic", "blood_marrow", "antigen_driven"
+CLOSED_MODELS = (CLOSED, BM)  # closed forms, fused kernel, 4 x (500 + 500)
+#: data sets each model is benchmarked on by default (others: skipped with a note); blood_marrow
+#: needs the marrow and flow records only the example trial has, antigen_driven marrow blasts
+DATASETS_OF = {CLOSED: ("example", "sim", "sparse"), BM: ("example",), ODE: ("example", "sim")}
+#: covariate effects of the sparse set (as bench_sparse.py and tests/fitting fit it)
+SPARSE_COVARIATES = ("f0 ~ PRODUCT", "f0 ~ log(DOSE)")
+SPARSE_N, SPARSE_SEED = 50, 1
 ALL_SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 SEED = 20240611
 TARGET_ACCEPT = 0.9  # ckmodel.fit's default; Stan gets the same adapt_delta
@@ -115,7 +122,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-FULL = {CLOSED: Settings(4, 500, 500)}
+FULL = {m: Settings(4, 500, 500) for m in CLOSED_MODELS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,22 +149,33 @@ def simulated_data(model: str, n: int = 40, seed: int = SEED) -> Any:
     return simulate_ckdata(spec, n=n, seed=seed, lloq=lloq, **kw)[0]
 
 
-def load_dataset(name: str, model: str, n_sim: int) -> Any | None:
-    """``example`` (the bundled trial, None if absent) or ``sim`` (simulated, n_sim subjects)."""
+def load_dataset(name: str, model: str, n_sim: int) -> tuple[Any, tuple[str, ...]] | None:
+    """Data and covariate effects: ``example`` (the bundled trial, every analyte of ``model``;
+    None if absent), ``sim`` (simulated, n_sim subjects) or ``sparse``
+    (:func:`ckmodel.testing.simulate_sparse_cohort`, 50 patients, blood qPCR near days 7, 14,
+    30, 100, a fifth BLQ, with the PRODUCT and DOSE effects on f0)."""
     if name == "example":
         if not EXAMPLE.exists():
             return None
         from ckmodel.data import read_ck
+        from ckmodel.spec import load_model
 
-        return read_ck(EXAMPLE)
-    return simulated_data(model, n=n_sim)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the example's after-HSCT records are reported
+            return read_ck(EXAMPLE, analytes=load_model(model).output_units), ()
+    if name == "sparse":
+        from ckmodel.testing import simulate_sparse_cohort
+
+        return simulate_sparse_cohort(n=SPARSE_N, seed=SPARSE_SEED)[0], SPARSE_COVARIATES
+    return simulated_data(model, n=n_sim), ()
 
 
 # ----------------------------------------------------------------------------------------------
 # ckmodel side
 
 
-def build(model: str, data: Any, fused: bool = False) -> tuple[Any, Any, Any, float]:
+def build(model: str, data: Any, fused: bool = False, covariates: tuple[str, ...] = ()
+          ) -> tuple[Any, Any, Any, float]:
     """Spec, PopulationData and PyMC model (``method="ode"`` for the ODE model); build seconds.
 
     ``fused``: the closed-form likelihood summed in its kernel, as ``ckmodel.fit`` builds it
@@ -171,17 +189,21 @@ def build(model: str, data: Any, fused: bool = False) -> tuple[Any, Any, Any, fl
     pdata = prepare(data, spec)
     t0 = time.perf_counter()
     method = "ode" if model == ODE else "closed"
-    pm_model = build_model(spec, pdata, options=PopulationOptions(method=method), fused=fused)
+    pm_model = build_model(spec, pdata, covariates=covariates,
+                           options=PopulationOptions(method=method), fused=fused)
     return spec, pdata, pm_model, time.perf_counter() - t0
 
 
-def population_vars(spec: Any, pdata: Any) -> list[str]:
-    """Names of the population-level free variables (typical values, omega, sigma_<A>)."""
+def population_vars(spec: Any, pdata: Any, covariates: tuple[str, ...] = ()) -> list[str]:
+    """Names of the population-level free variables (typical values, omega, covariate
+    coefficients ``beta``, sigma_<A>)."""
     from ckmodel.population.model import transformed_name
 
     names = [transformed_name(p.name, p.scale) for p in spec.parameters]
     if any(p.iiv is not None for p in spec.parameters):
         names.append("omega")
+    if covariates:
+        names.append("beta")
     return names + [f"sigma_{a}" for a in pdata.analytes]
 
 
@@ -241,7 +263,9 @@ def run_ckmodel(sampler: str, pm_model: Any, st: Settings, seed: int,
         compiled = nutpie.compile_pymc_model(pm_model)
         info["compile_s"] = time.perf_counter() - t0
         info["compiled"] = compiled
-        kw = dict(draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=None,
+        # every chain in its own thread, as ckmodel.fit runs nutpie (faster than one thread
+        # per core on 2 cores: the threads overlap nutpie's own bookkeeping)
+        kw = dict(draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.chains,
                   progress_bar=False, target_accept=TARGET_ACCEPT,
                   low_rank_modified_mass_matrix=st.low_rank)
         t0 = time.perf_counter()
@@ -360,7 +384,29 @@ def _half_normal_sd(prior: Any) -> float:
     return float(prior.params["sigma"])
 
 
-def stan_data(spec: Any, pdata: Any) -> tuple[dict[str, Any], np.ndarray]:
+def stan_covariates(spec: Any, pdata: Any, covariates: tuple[str, ...]) -> dict[str, Any]:
+    """Covariate design of the closed-form Stan programs: ``X_cov`` (subject x coefficient),
+    the parameter each coefficient shifts and its Normal prior, built by ckmodel's own
+    :func:`~ckmodel.population.covariates.covariate_design` (as ``build_model`` builds it)."""
+    from ckmodel.population.covariates import covariate_design, parse_covariates
+
+    cols, params, mus, sds = [], [], [], []
+    for eff in parse_covariates(covariates):
+        x, labels, prior, _ = covariate_design(eff, pdata.covariates[eff.covariate])
+        if prior.dist != "Normal":
+            raise ValueError(f"the Stan models need Normal covariate priors ({eff.label})")
+        for k in range(len(labels)):
+            cols.append(x[:, k])
+            params.append(spec.param_names.index(eff.parameter) + 1)
+            mus.append(float(prior.params.get("mu", 0.0)))
+            sds.append(float(prior.params.get("sigma", 1.0)))
+    x_cov = np.column_stack(cols) if cols else np.zeros((pdata.n_subjects, 0))
+    return {"K_cov": len(cols), "X_cov": x_cov.tolist(), "cov_param": params, "b_mu": mus,
+            "b_sd": sds}
+
+
+def stan_data(spec: Any, pdata: Any, covariates: tuple[str, ...] = ()
+              ) -> tuple[dict[str, Any], np.ndarray]:
     """Stan data of ``pdata`` under ``spec``, and the record order used (sorted by subject)."""
     if np.any(np.sum(np.isfinite(pdata.amt), axis=1) != 1):
         raise ValueError("the Stan benchmark models take one dose per subject")
@@ -378,14 +424,31 @@ def stan_data(spec: Any, pdata: Any) -> tuple[dict[str, Any], np.ndarray]:
               "iiv_sd": [_half_normal_sd(p.iiv) for p in iiv]}
     dose_t = pdata.dose_time[:, 0]
     amt = pdata.amt[:, 0]
+    if spec.name in CLOSED_MODELS:
+        tau = pdata.time[order] - dose_t[subj]
+        if np.any(tau <= 0):
+            raise ValueError("the closed-form Stan models take records after the dose only")
+        closed = dict(common, subj=(subj + 1).tolist(), tau=tau.tolist(),
+                      amt=amt[subj].tolist(), w=float(spec.constants["w"]),
+                      **stan_covariates(spec, pdata, covariates))
+    elif covariates:
+        raise ValueError("the ODE Stan model takes no covariate effects")
     if spec.name == CLOSED:
         assert spec.param_names == ("f0", "rho", "tmax", "alpha", "beta", "fb")
         assert [p.scale for p in spec.parameters] == ["log"] * 5 + ["logit"]
         assert pdata.analytes == ("PB_QPCR",)
-        return dict(common, subj=(subj + 1).tolist(),
-                    tau=(pdata.time[order] - dose_t[subj]).tolist(), amt=amt[subj].tolist(),
-                    sigma_sd=_half_normal_sd(spec.output("PB_QPCR").sigma),
-                    w=float(spec.constants["w"])), order
+        return dict(closed, sigma_sd=_half_normal_sd(spec.output("PB_QPCR").sigma)), order
+    if spec.name == BM:
+        assert spec.param_names == ("f0", "rho", "tmax", "alpha", "beta", "fb", "kbm", "kmb",
+                                    "cpc")
+        assert [p.scale for p in spec.parameters] == ["log"] * 5 + ["logit"] + ["log"] * 3
+        kinds = {"PB_QPCR": 1, "BM_QPCR": 2, "PB_FLOW": 3}
+        ana = pdata.analyte_index[order]
+        return dict(closed, A=len(pdata.analytes), ana=(ana + 1).tolist(),
+                    out=[kinds[pdata.analytes[a]] for a in ana],
+                    K=len(iiv), iiv_idx=[spec.param_names.index(p.name) + 1 for p in iiv],
+                    sigma_sd=[_half_normal_sd(spec.output(a).sigma) for a in pdata.analytes]
+                    ), order
     assert spec.name == ODE
     assert spec.param_names == ("f0", "r_exp", "L50", "ag_n", "Emax", "d_e", "k_em", "k_me", "k_ex",
                                 "d_m", "d_x", "g", "k_kill", "E50", "q_n", "k_n", "r_bm")
@@ -427,12 +490,15 @@ def pymc_to_stan_params(spec: Any, pdata: Any, point: dict[str, np.ndarray]) -> 
 
     iiv = [p for p in spec.parameters if p.iiv is not None]
     sig = [float(np.exp(point[f"sigma_{a}_log__"])) for a in pdata.analytes]
-    return {
+    out = {
         "mu": [float(point[transformed_name(p.name, p.scale)]) for p in spec.parameters],
         "omega": [float(np.exp(point[f"omega_{p.name}_log__"])) for p in iiv],
         "z": np.asarray(point["z"], float).tolist(),
         "sigma": sig[0] if spec.name == CLOSED else sig,
     }
+    if spec.name in CLOSED_MODELS:
+        out["b_cov"] = np.asarray(point.get("beta", np.zeros(0)), float).tolist()
+    return out
 
 
 def jittered_points(pm_model: Any, n: int, seed: int, scale: float = JITTER) -> list[dict]:
@@ -523,6 +589,8 @@ def _stan_worker(job_path: str, out_path: str) -> None:
     wall = time.perf_counter() - t0
     print(f"SAMPLING_SECONDS {wall}", file=sys.stderr, flush=True)
     names = ["mu", "omega", "sigma", "divergent__", "treedepth__", "n_leapfrog__"]
+    if job["data"].get("K_cov"):
+        names.append("b_cov")
     draws = {}
     for n in names:
         a = np.asarray(fit[n])  # (*dims, draws * chains), draw-major
@@ -706,19 +774,22 @@ def _bench_jax_sampler(dataset: str, model: str, sampler: str, pm_model: Any, st
 
 def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Settings,
               full: Settings | None, args: argparse.Namespace, results: list[Result],
-              checks: dict[str, Any]) -> None:
+              checks: dict[str, Any], covariates: tuple[str, ...] = ()) -> None:
     key = f"{dataset}/{model}"
     print(f"\n=== {key}: {st.label()} ===", flush=True)
-    spec, pdata, pm_model, build_s = build(model, data)
+    spec, pdata, pm_model, build_s = build(model, data, covariates=covariates)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records ({int(pdata.blq.sum())} BLQ), "
           f"analytes {', '.join(pdata.analytes)}; PyMC model built in {build_s:.1f} s",
           flush=True)
+    if covariates:
+        print(f"covariate effects: {', '.join(covariates)}", flush=True)
     checks[key] = {"n_subjects": pdata.n_subjects, "n_obs": pdata.n_obs,
-                   "n_blq": int(pdata.blq.sum()), "analytes": list(pdata.analytes)}
+                   "n_blq": int(pdata.blq.sum()), "analytes": list(pdata.analytes),
+                   "covariates": list(covariates)}
     from ckmodel.fitting import FUSED_SAMPLERS
 
-    var_names = population_vars(spec, pdata)
-    fused_model = build(model, data, fused=True)[2]
+    var_names = population_vars(spec, pdata, covariates)
+    fused_model = build(model, data, fused=True, covariates=covariates)[2]
     seed = args.seed
     state = _JAX_STATE
     for sampler in samplers:
@@ -758,13 +829,13 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
         print(f"  stan: {res.note}")
         return
     try:
-        sdata, _ = stan_data(spec, pdata)
+        sdata, _ = stan_data(spec, pdata, covariates)
         print("  stan: building ...", flush=True)
         posterior, res.compile_s = stan_build(model, sdata, seed)
         if res.compile_s < 10:
             res.extra["build_cached"] = True
         chk = check_log_density(spec, pdata, pm_model, posterior, args.check_points, seed,
-                                scale=0.5 if model == CLOSED else 0.1)
+                                scale=0.5 if model in CLOSED_MODELS else 0.1)
         checks[key]["log_density"] = chk
         print(f"  stan vs PyMC log density at {chk['n_points']} points (initial point + "
               f"U(-{chk['jitter']}, {chk['jitter']}) jitter; logp in "
@@ -776,7 +847,7 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
         # ODE: inits near the prior medians (jitter 0.1); with PyMC's jitter of 1 on the log
         # rates the adaptive rk45 spends the first iterations in very stiff regions
         inits = stan_inits(spec, pdata, pm_model, st.chains, seed,
-                           scale=JITTER if model == CLOSED else ODE_STAN_JITTER)
+                           scale=JITTER if model in CLOSED_MODELS else ODE_STAN_JITTER)
         out = run_stan(model, sdata, inits, st, seed, hard_timeout=args.stan_timeout)
     except Exception as exc:  # noqa: BLE001
         res.error = _fmt_exc(exc)
@@ -787,12 +858,13 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
 
         d = out["draws"]
         res.sampling_s = out["wall"]
+        pop = [k for k in ("mu", "omega", "b_cov", "sigma") if k in d]
         idata = az.InferenceData(
-            posterior=az.convert_to_dataset({k: d[k] for k in ("mu", "omega", "sigma")}),
+            posterior=az.convert_to_dataset({k: d[k] for k in pop}),
             sample_stats=az.convert_to_dataset({"diverging": d["divergent__"][..., 0],
                                                 "tree_depth": d["treedepth__"][..., 0],
                                                 "n_steps": d["n_leapfrog__"][..., 0]}))
-        s = summarise(idata, ["mu", "omega", "sigma"])
+        s = summarise(idata, pop)
         res.min_ess = s.get("min_ess", float("nan"))
         res.ess_per_s = res.min_ess / res.sampling_s
         res.divergences = s.get("divergences", float("nan"))
@@ -846,20 +918,22 @@ def _nutpie_grad_ms(compiled: Any, pm_model: Any, n: int = 50) -> float:
         return float("nan")
 
 
-def bench_fit_e2e(data: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Wall time of ``ckmodel.fit(data)`` with its defaults (closed form, nutpie, 4x(500+500))."""
+def bench_fit_e2e(data: Any, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Wall time of ``ckmodel.fit(data, model)`` with its defaults (closed form, nutpie,
+    4 x (500 + 500), sampling on until converged)."""
     from ckmodel import fit
 
     kw = {} if not args.quick else {"draws": 50, "tune": 50, "chains": 2}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = fit(data, CLOSED, seed=args.seed, progressbar=False, **kw)
+        f = fit(data, model, seed=args.seed, progressbar=False, **kw)
     wall = time.perf_counter() - t0
     conv = f.meta.get("convergence", {})
     return {"wall_s": wall, "sampling_seconds": f.meta.get("sampling_seconds"),
             "divergences": conv.get("divergences"), "min_ess_bulk": conv.get("min_ess_bulk"),
-            "max_rhat": conv.get("max_rhat"), "settings": kw or "defaults"}
+            "max_rhat": conv.get("max_rhat"), "settings": kw or "defaults",
+            "draws_kept": f.meta.get("draws"), "model": model}
 
 
 def bench_pm_ode(data: Any, n_subjects: int, steps_per_iter: float, seed: int = SEED
@@ -1024,10 +1098,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="ckmodel samplers for the ODE model (default: %(default)s; PyMC's NUTS "
                          "runs the kernel through Python-level perform() calls)")
     ap.add_argument("--skip-stan", action="store_true", help="no Stan runs")
-    ap.add_argument("--datasets", default="example,sim",
+    ap.add_argument("--datasets", default="example,sim,sparse",
                     help="example (data/example_trial/ck.csv, skipped if absent), sim (simulated "
-                         "from the fitted model) (default: %(default)s)")
-    ap.add_argument("--models", default=f"{CLOSED},{ODE}", help="default: %(default)s")
+                         "from the fitted model), sparse (50 patients, 4 blood samples each, "
+                         "covariates) (default: %(default)s)")
+    ap.add_argument("--models", default=f"{CLOSED},{BM},{ODE}", help="default: %(default)s")
     ap.add_argument("--n-sim", type=int, default=None, help="subjects of the simulated set "
                     "(default 40; 10 with --quick)")
     ap.add_argument("--ode-tune", type=int, default=None, help="ODE warm-up per chain "
@@ -1085,18 +1160,25 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     checks: dict[str, Any] = {}
     extras: dict[str, Any] = {}
-    example_data = None
+    example_data = {}
     for ds_name in datasets:
         for model in models:
-            data = load_dataset(ds_name, model, n_sim)
-            if data is None:
+            if ds_name not in DATASETS_OF.get(model, (ds_name,)):
+                print(f"\nnote: {ds_name}/{model} skipped ({model} is benchmarked on "
+                      f"{', '.join(DATASETS_OF[model])})", flush=True)
                 continue
+            loaded = load_dataset(ds_name, model, n_sim)
+            if loaded is None:
+                continue
+            data, covariates = loaded
             if ds_name == "example":
-                example_data = data
-            label = "example trial" if ds_name == "example" else f"sim{n_sim}"
+                example_data[model] = data
+            label = {"example": "example trial", "sparse": f"sparse{SPARSE_N}"}.get(
+                ds_name, f"sim{n_sim}")
             try:
-                if model == CLOSED:
-                    bench_one(label, data, model, samplers, closed, None, args, results, checks)
+                if model in CLOSED_MODELS:
+                    bench_one(label, data, model, samplers, closed, None, args, results, checks,
+                              covariates)
                 else:
                     bench_one(label, data, model, ode_samplers, ode, ode_full, args, results,
                               checks)
@@ -1105,11 +1187,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"=== {label}/{model} FAILED: {err}", flush=True)
                 results.append(Result(label, model, "(setup)", "-", error=err))
 
-    if not args.no_e2e and example_data is not None and CLOSED in models:
-        print("\n=== end-to-end ckmodel.fit() on the example trial (closed form, defaults) ===",
+    e2e_model = next((m for m in (BM, CLOSED) if m in example_data), None)
+    if not args.no_e2e and e2e_model is not None:
+        print(f"\n=== end-to-end ckmodel.fit() on the example trial ({e2e_model}, defaults) ===",
               flush=True)
         try:
-            extras["fit_e2e"] = bench_fit_e2e(example_data, args)
+            extras["fit_e2e"] = bench_fit_e2e(example_data[e2e_model], e2e_model, args)
             e = extras["fit_e2e"]
             print(f"fit(): {e['wall_s']:.1f} s wall ({e['sampling_seconds']} s sampling incl. "
                   f"compile; target < 30 s); divergences {e['divergences']}, min bulk ESS "

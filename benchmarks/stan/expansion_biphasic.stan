@@ -1,8 +1,10 @@
 // ckmodel's expansion_biphasic population model, written by hand for the fit benchmark
 // (benchmarks/bench_fit.py). Same likelihood and priors as ckmodel.population.build_model:
-//   parameter p of subject i:  g(theta_ip) = mu_p + omega_p z_ip,  z_ip ~ N(0, 1) (non-centred)
+//   parameter p of subject i:  g(theta_ip) = mu_p + sum_k X_ik b_k [cov_param_k = p]
+//                                            + omega_p z_ip,  z_ip ~ N(0, 1) (non-centred)
 //   g = log for f0, rho, tmax, alpha, beta; logit for fb
-//   mu_p ~ Normal(prior_mu_p, prior_sd_p), omega_p ~ HalfNormal(iiv_sd_p), sigma ~ HalfNormal
+//   mu_p ~ Normal(prior_mu_p, prior_sd_p), omega_p ~ HalfNormal(iiv_sd_p), sigma ~ HalfNormal,
+//   covariate coefficients b ~ Normal(b_mu, b_sd)
 //   E = (1 - fb) f0 AMT exp(rho t - (rho + alpha) G),  M = fb f0 AMT exp(rho t - (rho + beta) G)
 //   G = w (softplus((t - tmax) / w) - softplus(-tmax / w))   (integral of a logistic gate)
 //   PB_QPCR = E + M, log-normal residual; BLQ records: log P(y < LLOQ) (M3)
@@ -21,6 +23,11 @@ data {
   vector[6] prior_mu;           // typical values on the log/logit scale: Normal(prior_mu, prior_sd)
   vector<lower=0>[6] prior_sd;
   vector<lower=0>[6] iiv_sd;    // omega ~ HalfNormal(iiv_sd)
+  int<lower=0> K_cov;           // covariate coefficients (columns of X_cov)
+  matrix[N_subj, K_cov] X_cov;
+  array[K_cov] int<lower=1, upper=6> cov_param;
+  vector[K_cov] b_mu;
+  vector<lower=0>[K_cov] b_sd;
   real<lower=0> sigma_sd;       // sigma ~ HalfNormal(sigma_sd)
   real<lower=0> w;              // gate width (day)
 }
@@ -32,10 +39,14 @@ parameters {
   vector[6] mu;                 // log f0, log rho, log tmax, log alpha, log beta, logit fb
   vector<lower=0>[6] omega;
   matrix[N_subj, 6] z;
+  vector[K_cov] b_cov;
   real<lower=0> sigma;
 }
 model {
   matrix[N_subj, 6] g = rep_matrix(mu', N_subj) + z * diag_matrix(omega);
+  for (k in 1:K_cov) {
+    g[:, cov_param[k]] += col(X_cov, k) * b_cov[k];
+  }
   vector[N_subj] log_f0 = col(g, 1);
   vector[N_subj] rho = exp(col(g, 2));
   vector[N_subj] tmax = exp(col(g, 3));
@@ -58,6 +69,7 @@ model {
   target += normal_lpdf(mu | prior_mu, prior_sd);
   target += normal_lpdf(omega | 0, iiv_sd);
   target += std_normal_lpdf(to_vector(z));
+  target += normal_lpdf(b_cov | b_mu, b_sd);
   target += normal_lpdf(sigma | 0, sigma_sd);
   target += lognormal_lpdf(value[idx_obs] | log_pred[idx_obs], sigma);
   if (N_blq > 0) {
