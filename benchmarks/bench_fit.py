@@ -1,9 +1,12 @@
 """Speed and efficiency of ckmodel's population fits, per sampler, against the same model in Stan.
 
-For each data set (the bundled example trial when ``data/example_trial/ck.csv`` exists, and a
-40-subject set simulated from the fitted model) and each model (``expansion_biphasic``, closed
-form, evaluated by ckmodel's fused closed-form kernel; ``antigen_driven``, 5-state ODE solved by
-ckmodel's compiled RK4 kernel with its discrete adjoint) this measures, per sampler:
+For each data set (the bundled example trial when ``data/example_trial/ck.csv`` exists, a
+40-subject set simulated from the fitted model, and a sparse real-shaped cohort of 50 patients
+with 4 blood samples each and covariate effects of PRODUCT and DOSE on f0) and each model
+(``expansion_biphasic`` and ``blood_marrow``, closed forms evaluated by ckmodel's fused
+closed-form kernel, blood_marrow on the example trial's three analytes; ``antigen_driven``,
+5-state ODE solved by ckmodel's compiled RK4 kernel with its discrete adjoint) this measures,
+per sampler:
 
 * compile seconds and sampling seconds,
 * the smallest bulk ESS over the population-level parameters (typical values, IIV SDs, residual
@@ -14,7 +17,8 @@ and the same for the same model and data written in Stan (``benchmarks/stan/*.st
 pystan 3), after checking that the Stan and PyMC log densities agree on the same parameter
 values. It prints a table and the ratios ckmodel ESS/s / Stan ESS/s.
 
-The closed form runs 4 chains x (500 tune + 500 draws), seeds fixed. The ODE model is far too
+The closed forms run 4 chains x (500 tune + 500 draws), seeds fixed (nutpie with every chain
+in its own thread, as ``ckmodel.fit`` runs it; Stan's chains in their own processes). The ODE model is far too
 slow for that on a small machine, so it runs shorter chains inside a time box, and its full-run
 figures are extrapolated from seconds per iteration (marked ``~`` and ``(extrapolated)``).
 
@@ -442,10 +446,17 @@ def stan_data(spec: Any, pdata: Any, covariates: tuple[str, ...] = ()
         assert spec.param_names == ("f0", "rho", "tmax", "alpha", "beta", "fb", "kbm", "kmb",
                                     "cpc")
         assert [p.scale for p in spec.parameters] == ["log"] * 5 + ["logit"] + ["log"] * 3
-        kinds = {"PB_QPCR": 1, "BM_QPCR": 2, "PB_FLOW": 3}
+        assert set(pdata.analytes) <= {"PB_QPCR", "PB_FLOW", "BM_QPCR"}
+        names = np.asarray(pdata.analytes)[pdata.analyte_index[order]]
         ana = pdata.analyte_index[order]
+
+        def idx(sel: np.ndarray) -> list[int]:
+            return (np.flatnonzero(sel) + 1).tolist()
+
+        pb = names != "BM_QPCR"
         return dict(closed, A=len(pdata.analytes), ana=(ana + 1).tolist(),
-                    out=[kinds[pdata.analytes[a]] for a in ana],
+                    N_pb=int(pb.sum()), idx_pb=idx(pb), idx_bm=idx(~pb),
+                    N_flow=int((names == "PB_FLOW").sum()), idx_flow=idx(names == "PB_FLOW"),
                     K=len(iiv), iiv_idx=[spec.param_names.index(p.name) + 1 for p in iiv],
                     sigma_sd=[_half_normal_sd(spec.output(a).sigma) for a in pdata.analytes]
                     ), order

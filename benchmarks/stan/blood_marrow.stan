@@ -20,7 +20,11 @@ data {
   vector<lower=0>[N_obs] value; // observed value, or the LLOQ for BLQ records
   int<lower=1> A;               // analytes (the order of sigma)
   array[N_obs] int<lower=1, upper=A> ana;
-  array[N_obs] int<lower=1, upper=3> out;  // 1 PB_QPCR, 2 BM_QPCR, 3 PB_FLOW
+  int<lower=0, upper=N_obs> N_pb;         // blood records (PB_QPCR and PB_FLOW)
+  array[N_pb] int<lower=1, upper=N_obs> idx_pb;
+  array[N_obs - N_pb] int<lower=1, upper=N_obs> idx_bm;  // marrow records (BM_QPCR)
+  int<lower=0, upper=N_pb> N_flow;       // PB_FLOW records (also in idx_pb)
+  array[N_flow] int<lower=1, upper=N_obs> idx_flow;
   int<lower=0, upper=N_obs> N_blq;
   array[N_obs - N_blq] int<lower=1, upper=N_obs> idx_obs;
   array[N_blq] int<lower=1, upper=N_obs> idx_blq;
@@ -68,24 +72,21 @@ model {
   vector[N_subj] kmb = exp(col(g, 8));
   vector[N_subj] log_cpc = col(g, 9);
 
+  vector[N_obs] tm = tmax[subj];
+  vector[N_obs] r = rho[subj];
+  vector[N_obs] G = w * (log1p_exp((tau - tm) / w) - log1p_exp(-tm / w));
+  vector[N_obs] base = log_f0[subj] + log_amt + r .* tau;
+  vector[N_obs] log_e = l1mfb[subj] + base - (r + alpha[subj]) .* G;
+  vector[N_obs] log_m = lfb[subj] + base - (r + beta[subj]) .* G;
+  vector[N_obs] c = kbm[subj] + kmb[subj];
   vector[N_obs] log_pred;
   for (n in 1:N_obs) {
-    int i = subj[n];
-    real t = tau[n];
-    real G = w * (log1p_exp((t - tmax[i]) / w) - log1p_exp(-tmax[i] / w));
-    real base = log_f0[i] + log_amt[n] + rho[i] * t;
-    real log_x = log_sum_exp(l1mfb[i] + base - (rho[i] + alpha[i]) * G,
-                             lfb[i] + base - (rho[i] + beta[i]) * G);
-    real c = kbm[i] + kmb[i];
-    if (out[n] == 2) {
-      log_pred[n] = log_x + log_kbm[i] + log1m_exp(-c * t) - log(c);
-    } else {
-      log_pred[n] = log_x + log(kmb[i] + kbm[i] * exp(-c * t)) - log(c);
-      if (out[n] == 3) {
-        log_pred[n] -= log_cpc[i];
-      }
-    }
+    log_pred[n] = log_sum_exp(log_e[n], log_m[n]) - log(c[n]);
   }
+  // blood (qPCR and flow): X (kmb + kbm e^{-c t}) / c; marrow: X kbm (1 - e^{-c t}) / c
+  log_pred[idx_pb] += log(kmb[subj[idx_pb]] + kbm[subj[idx_pb]] .* exp(-c[idx_pb] .* tau[idx_pb]));
+  log_pred[idx_bm] += log_kbm[subj[idx_bm]] + log1m_exp(-c[idx_bm] .* tau[idx_bm]);
+  log_pred[idx_flow] -= log_cpc[subj[idx_flow]];
   vector[N_obs] s = sigma[ana];
 
   target += normal_lpdf(mu | prior_mu, prior_sd);
