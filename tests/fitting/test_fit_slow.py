@@ -24,7 +24,7 @@ def _fit(*args, **kw):
 
     res = fit(*args, progressbar=False, **kw)
     conv = res.meta["convergence"]
-    assert conv["ok"], conv["problems"]
+    assert conv["ok"], (f"seed {kw.get('seed')}", conv["problems"])
     return res
 
 
@@ -74,10 +74,16 @@ def test_simulation_based_calibration_ranks_uniform_and_intervals_cover():
     draws are uniform, and the central 90 % intervals cover them 90 % of the time.
 
     Every replication draws all population parameters from the model's priors (typical
-    values, IIV SDs, residual SD), simulates 8 subjects and refits until converged. 60
-    replications x 3 parameters = 180 intervals: the coverage must lie within 2.5 binomial
-    SEs of 0.9 (0.844-0.956), so a coverage 10 points off (0.80 or 1.0) fails (at 0.80 with
-    probability about 0.93); ranks: chi-square on 5 bins at alpha = 0.001 per parameter.
+    values, IIV SDs, residual SD), simulates 8 subjects per dose (1 and 3) and refits until
+    converged (4 chains). 60 replications x 3 parameters = 180 intervals: the coverage must
+    lie within 2.5 binomial SEs of 0.9 (0.844-0.956), so a coverage 10 points off (0.80 or
+    1.0) fails (at 0.80 with probability about 0.93); ranks: chi-square on 5 bins at
+    alpha = 0.001 per parameter.
+
+    The assay's LLOQ is 1 copy/ug gDNA, not the simulator's default 50: the prior on f0 is
+    wide, and at 50 a low draw (replication 11: f0 0.6, peak 720 copies/ug) left 90 % of the
+    records BLQ and a posterior that no run length mixes (R-hat 2.95 after five runs). SBC
+    holds for any design, so the design is one whose every prior draw leaves data to fit.
     """
     from ckmodel.spec import load_model
     from ckmodel.testing import simulate_ckdata
@@ -93,8 +99,8 @@ def test_simulation_based_calibration_ranks_uniform_and_intervals_cover():
         omega = {p.name: float(p.iiv.sample(rng)) for p in spec.parameters if p.iiv}
         sigma = {"PB_QPCR": float(spec.output("PB_QPCR").sigma.sample(rng))}
         data, _ = simulate_ckdata(spec, n=8, dose=[1.0, 3.0], seed=100 + r, typical=typical,
-                                  omega=omega, sigma=sigma)
-        res = _fit(data, spec, draws=300, tune=400, chains=2, seed=r,
+                                  omega=omega, sigma=sigma, lloq={"PB_QPCR": 1.0})
+        res = _fit(data, spec, draws=300, tune=400, chains=4, seed=r,
                    posterior_predictive=False, log_likelihood=False)
         for p in names:
             draws = res.posterior[f"{p}_pop"].values.ravel()
