@@ -26,7 +26,8 @@ __all__ = ["plot_individual"]
 
 def plot_individual(fit: Any, subjects: Sequence[str] | None = None, *,
                     analytes: str | Sequence[str] | None = None, max_subjects: int = 12,
-                    ncols: int = 4, n_draws: int = 200, times: Any = None) -> Figure:
+                    ncols: int = 4, n_draws: int = 200, times: Any = None,
+                    prediction: Any = None) -> Figure:
     """One log-y panel per subject: observations and the individual posterior band.
 
     Parameters
@@ -48,6 +49,9 @@ def plot_individual(fit: Any, subjects: Sequence[str] | None = None, *,
         Posterior draws for the band.
     times : array, optional
         Prediction times, model time unit (default :meth:`Fit.time_grid`).
+    prediction : xarray.Dataset, optional
+        ``fit.predict(times, n_draws=n_draws)`` made once for several figures (pages of
+        subjects); default: made here. It must hold the 0.05, 0.5 and 0.95 quantiles.
 
     Returns
     -------
@@ -66,7 +70,8 @@ def plot_individual(fit: Any, subjects: Sequence[str] | None = None, *,
         raise ValueError(f"subject(s) {missing} are not in the fit")
     names = list(dict.fromkeys(rec["ANALYTE"])) if analytes is None else (
         [analytes] if isinstance(analytes, str) else list(analytes))
-    pred = fit.predict(times, n_draws=n_draws, quantiles=(0.05, 0.5, 0.95))
+    pred = (fit.predict(times, n_draws=n_draws, quantiles=(0.05, 0.5, 0.95))
+            if prediction is None else prediction)
     colour = {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(names)}
     nrows, nc = n_cols(len(ids), ncols)
     fig, axes = grid(nrows, nc, sharex=True, sharey=True, panel=(3.2, 2.6))

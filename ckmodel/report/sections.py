@@ -311,9 +311,11 @@ def individual_section(fit: Any, *, per_page: int = 12, max_subjects: int = 48) 
     if len(shown) < len(subjects):
         blocks.append(Text(f"The first {len(shown)} of {len(subjects)} subjects are drawn; "
                            "plot_individual(fit, subjects=...) draws any.", "note"))
+    pred = fit.predict(quantiles=(0.05, 0.5, 0.95))  # once for every page
     for k in range(0, len(shown), per_page):
         page = shown[k:k + per_page]
-        blocks.append(figure_block(plot_individual(fit, page), f"individual-{k // per_page + 1}",
+        blocks.append(figure_block(plot_individual(fit, page, prediction=pred),
+                                   f"individual-{k // per_page + 1}",
                                    caption=f"Individual fits, subjects {page[0]}-{page[-1]}: "
                                            "observations and the 90 % posterior band of "
                                            "each subject's prediction"))
