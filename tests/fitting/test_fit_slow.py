@@ -69,7 +69,7 @@ def test_stein_2019_typical_values_reproduced():
     assert np.median(post["tmax_pop"].values) == pytest.approx(9.3, rel=0.15)
 
 
-def test_simulation_based_calibration_ranks_uniform_and_intervals_cover():
+def test_simulation_based_calibration_ranks_uniform_and_intervals_cover(tmp_path):
     """SBC (Talts et al. 2018): ranks of the true typical values among thinned posterior
     draws are uniform, and the central 90 % intervals cover them 90 % of the time.
 
@@ -80,15 +80,27 @@ def test_simulation_based_calibration_ranks_uniform_and_intervals_cover():
     1.0) fails (at 0.80 with probability about 0.93); ranks: chi-square on 5 bins at
     alpha = 0.001 per parameter.
 
-    The assay's LLOQ is 1 copy/ug gDNA, not the simulator's default 50: the prior on f0 is
-    wide, and at 50 a low draw (replication 11: f0 0.6, peak 720 copies/ug) left 90 % of the
-    records BLQ and a posterior that no run length mixes (R-hat 2.95 after five runs). SBC
-    holds for any design, so the design is one whose every prior draw leaves data to fit.
+    SBC holds for any prior and design as long as the fit uses the prior the data were drawn
+    from, so both are chosen for every prior draw to leave data to fit:
+
+    * the assay's LLOQ is 1 copy/ug gDNA, not the simulator's default 50: the prior on f0 is
+      wide, and at 50 a low draw (f0 0.6, peak 720 copies/ug) left 90 % of the records BLQ
+      and a posterior that no run length mixes (R-hat 2.95 after five runs);
+    * the residual SD has a LogNormal(log 0.5, 0.3) prior (95 % within 0.28-0.90, the range
+      of qPCR residual SDs on the log scale), not the catalog's HalfNormal(1): its draws of
+      2.2 left data so noisy that log rho did not reach ESS 400 within the 600 s budget, and
+      of 0.02 so precise that a fit took 5 minutes.
     """
+    from ckmodel.resources import catalog_dir
     from ckmodel.spec import load_model
     from ckmodel.testing import simulate_ckdata
 
-    spec = load_model("expansion_biphasic")
+    text = (catalog_dir() / "expansion_biphasic.toml").read_text()
+    assert text.count('sigma = "HalfNormal(1.0)"') == 1
+    sbc_toml = tmp_path / "expansion_biphasic_sbc.toml"
+    sbc_toml.write_text(text.replace('sigma = "HalfNormal(1.0)"',
+                                     'sigma = "LogNormal(log(0.5), 0.3)"'))
+    spec = load_model(sbc_toml)
     rng = np.random.default_rng(7)
     names = ("rho", "tmax", "alpha")
     ranks = {p: [] for p in names}

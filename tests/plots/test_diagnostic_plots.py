@@ -103,6 +103,24 @@ def test_plot_individual_bands_over_the_dosing_history(small_fit):
         plot_individual(small_fit, ["nobody"])
 
 
+def test_plot_individual_with_a_shared_prediction_draws_the_same_curves(small_fit):
+    """The report predicts once for all pages: a given prediction gives the same lines."""
+    ids = ["S00001", "S00013"]
+    pred = small_fit.predict(n_draws=40)
+    figs = [plot_individual(small_fit, ids, n_draws=40),
+            plot_individual(small_fit, ids, prediction=pred)]
+    try:
+        medians = [[line.get_ydata() for a in f.axes if a.get_visible()
+                    for line in by_gid(a).get("median:PB_QPCR", [])] for f in figs]
+        assert len(medians[0]) == len(ids)
+        for m0, m1 in zip(*medians, strict=True):
+            np.testing.assert_array_equal(m0, m1)
+        assert np.ptp(medians[0][0]) > 0
+    finally:
+        for f in figs:
+            plt.close(f)
+
+
 def test_plot_profiles_doses_across_columns_with_the_fitted_band(small_fit, tmp_path):
     fig = plot_profiles(small_fit.data, by="DOSE", fit=small_fit, n_sim=20)
     try:
