@@ -18,9 +18,10 @@ pystan 3), after checking that the Stan and PyMC log densities agree on the same
 values. It prints a table and the ratios ckmodel ESS/s / Stan ESS/s.
 
 The closed forms run 4 chains x (500 tune + 500 draws), seeds fixed (nutpie with every chain
-in its own thread, as ``ckmodel.fit`` runs it; Stan's chains in their own processes). The ODE model is far too
-slow for that on a small machine, so it runs shorter chains inside a time box, and its full-run
-figures are extrapolated from seconds per iteration (marked ``~`` and ``(extrapolated)``).
+in its own thread, as ``ckmodel.fit`` runs it; Stan's chains in their own processes). The ODE
+model is far too slow for that on a small machine, so it runs shorter chains inside a time box,
+and its full-run figures are extrapolated from seconds per iteration (marked ``~`` and
+``(extrapolated)``).
 
 Two extra measurements:
 

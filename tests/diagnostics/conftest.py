@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ def wrong_fit(sim_data):
     from ckmodel.population.model import PopulationOptions
 
     data, _ = sim_data
-    # a deliberately wrong model: its sampler diagnostics are not what this fixture is about
-    # (one short run, not sampled on until converged)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    # a deliberately wrong model in one short run (not sampled on until converged): its
+    # misfit, not its sampling, is what the tests that use it detect; the convergence warning
+    # it gets (R-hat 1.09, ESS 19) is expected and checked, not silenced
+    with pytest.warns(ConvergenceWarning, match="R-hat"):
         return fit(data, "expansion_biphasic", draws=200, tune=300, chains=2, seed=3,
                    progressbar=False, options=PopulationOptions(fixed={"alpha": 0.04}),
                    until_converged=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -86,9 +84,9 @@ def test_pathfinder_seeded(pathfinder_fit, sim_data):
     compiled = pathfinder._LAST[0]
     kwargs = dict(sampler="pathfinder", chains=CHAINS, draws=DRAWS, progressbar=False,
                   posterior_predictive=False, log_likelihood=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # k-hat: see pathfinder_fit
+    with pytest.warns(ConvergenceWarning, match="k-hat"):  # expected: see pathfinder_fit
         same = fit(data, "expansion_biphasic", seed=SEED, **kwargs).posterior
+    with pytest.warns(ConvergenceWarning, match="k-hat"):
         other = fit(data, "expansion_biphasic", seed=SEED + 1, **kwargs).posterior
     assert pathfinder._LAST[0] is compiled  # the rebuilt model is identical: no recompile
     for v in ("rho_pop", "z", "sigma_PB_QPCR", "theta"):
