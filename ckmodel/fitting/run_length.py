@@ -203,7 +203,7 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
             if k or kept > draws:
                 # news, not a problem: the fit ran longer than asked and passed its checks
                 log.info("converged with %d tuning steps and %d draws per chain (target "
-                            "acceptance %.3g, %d run(s))", tune, kept, run.target_accept, k + 1)
+                         "acceptance %.3g, %d run(s))", tune, kept, run.target_accept, k + 1)
             return idata, attempts
         capped = streamed and kept >= entry.get("planned", np.inf)
         if streamed and not _troubled(verdict) and not capped:
