@@ -68,9 +68,7 @@ CLOSED_MODELS = (CLOSED, BM)  # closed forms, fused kernel, 4 x (500 + 500)
 #: data sets each model is benchmarked on by default (others: skipped with a note); blood_marrow
 #: needs the marrow and flow records only the example trial has, antigen_driven marrow blasts
 DATASETS_OF = {CLOSED: ("example", "sim", "sparse"), BM: ("example",), ODE: ("example", "sim")}
-#: covariate effects of the sparse set (as bench_sparse.py and tests/fitting fit it)
-SPARSE_COVARIATES = ("f0 ~ PRODUCT", "f0 ~ log(DOSE)")
-SPARSE_N, SPARSE_SEED = 50, 1
+SPARSE_N, SPARSE_SEED = 50, 1  # the sparse set (bench_sparse.py's default cohort)
 ALL_SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 SEED = 20240611
 TARGET_ACCEPT = 0.9  # ckmodel.fit's default; Stan gets the same adapt_delta
@@ -169,7 +167,7 @@ def load_dataset(name: str, model: str, n_sim: int) -> tuple[Any, tuple[str, ...
             warnings.simplefilter("ignore")  # the example's after-HSCT records are reported
             return read_ck(EXAMPLE, analytes=load_model(model).output_units), ()
     if name == "sparse":
-        from ckmodel.testing import simulate_sparse_cohort
+        from ckmodel.testing import SPARSE_COVARIATES, simulate_sparse_cohort
 
         return simulate_sparse_cohort(n=SPARSE_N, seed=SPARSE_SEED)[0], SPARSE_COVARIATES
     return simulated_data(model, n=n_sim), ()

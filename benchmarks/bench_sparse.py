@@ -30,7 +30,7 @@ from ckmodel.fitting import fit
 from ckmodel.fitting.convergence import convergence_table
 from ckmodel.fitting.run_length import UNTIL_CONVERGED
 from ckmodel.population.model import PopulationOptions
-from ckmodel.testing import simulate_sparse_cohort
+from ckmodel.testing import SPARSE_COVARIATES, simulate_sparse_cohort
 
 
 def one(seed: int, centered: str | tuple[str, ...], args: argparse.Namespace) -> dict:
@@ -47,7 +47,7 @@ def one(seed: int, centered: str | tuple[str, ...], args: argparse.Namespace) ->
         model, covariates = "expansion_biphasic", []
         data = simulated_data("expansion_biphasic", n=40, seed=seed)
     else:
-        model, covariates = "expansion_biphasic", ["f0 ~ PRODUCT", "f0 ~ log(DOSE)"]
+        model, covariates = "expansion_biphasic", list(SPARSE_COVARIATES)
         data, _ = simulate_sparse_cohort(n=args.n, seed=seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True):

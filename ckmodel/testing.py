@@ -16,8 +16,8 @@ import pandas as pd
 from ckmodel.simulate import simulate
 from ckmodel.spec import ModelSpec, load_model
 
-__all__ = ["simulate_sparse_cohort", "SPARSE_DAYS", "simulate_ckdata", "STANDARD_TIMES",
-           "posterior_fit"]
+__all__ = ["simulate_sparse_cohort", "SPARSE_DAYS", "SPARSE_COVARIATES", "simulate_ckdata",
+           "STANDARD_TIMES", "posterior_fit"]
 
 #: A typical CAR-T blood sampling schedule (days after infusion).
 STANDARD_TIMES = (1.0, 4.0, 7.0, 10.0, 14.0, 21.0, 28.0, 42.0, 56.0, 84.0, 180.0, 365.0)
@@ -114,6 +114,8 @@ def simulate_ckdata(
 
 #: Nominal blood sampling days of a sparse real-world CAR-T qPCR data set (issue-13 shape).
 SPARSE_DAYS = (7.0, 14.0, 30.0, 100.0)
+#: Covariate effects of :func:`simulate_sparse_cohort`'s truth, in ``fit(covariates=)`` form.
+SPARSE_COVARIATES = ("f0 ~ PRODUCT", "f0 ~ log(DOSE)")
 
 
 def simulate_sparse_cohort(
