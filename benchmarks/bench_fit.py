@@ -177,12 +177,14 @@ def load_dataset(name: str, model: str, n_sim: int) -> tuple[Any, tuple[str, ...
 # ckmodel side
 
 
-def build(model: str, data: Any, fused: bool = False, covariates: tuple[str, ...] = ()
-          ) -> tuple[Any, Any, Any, float]:
+def build(model: str, data: Any, fused: bool = False, covariates: tuple[str, ...] = (),
+          iiv_sd: str = "auto") -> tuple[Any, Any, Any, float]:
     """Spec, PopulationData and PyMC model (``method="ode"`` for the ODE model); build seconds.
 
     ``fused``: the closed-form likelihood summed in its kernel, as ``ckmodel.fit`` builds it
-    for nutpie and PyMC's NUTS (``ckmodel.fitting.FUSED_SAMPLERS``).
+    for nutpie and PyMC's NUTS (``ckmodel.fitting.FUSED_SAMPLERS``). ``iiv_sd``: how the IIV
+    SDs are sampled (``PopulationOptions.iiv_sd``; the Stan side is compared with the log
+    form, which the Stan programs write as ``<lower=0>``).
     """
     from ckmodel.population import build_model, prepare
     from ckmodel.population.model import PopulationOptions
@@ -193,7 +195,8 @@ def build(model: str, data: Any, fused: bool = False, covariates: tuple[str, ...
     t0 = time.perf_counter()
     method = "ode" if model == ODE else "closed"
     pm_model = build_model(spec, pdata, covariates=covariates,
-                           options=PopulationOptions(method=method), fused=fused)
+                           options=PopulationOptions(method=method, iiv_sd=iiv_sd),
+                           fused=fused)
     return spec, pdata, pm_model, time.perf_counter() - t0
 
 
@@ -787,7 +790,8 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
               checks: dict[str, Any], covariates: tuple[str, ...] = ()) -> None:
     key = f"{dataset}/{model}"
     print(f"\n=== {key}: {st.label()} ===", flush=True)
-    spec, pdata, pm_model, build_s = build(model, data, covariates=covariates)
+    spec, pdata, pm_model, build_s = build(model, data, covariates=covariates,
+                                           iiv_sd=args.iiv_sd)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records ({int(pdata.blq.sum())} BLQ), "
           f"analytes {', '.join(pdata.analytes)}; PyMC model built in {build_s:.1f} s",
           flush=True)
@@ -799,7 +803,7 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
     from ckmodel.fitting import FUSED_SAMPLERS
 
     var_names = population_vars(spec, pdata, covariates)
-    fused_model = build(model, data, fused=True, covariates=covariates)[2]
+    fused_model = build(model, data, fused=True, covariates=covariates, iiv_sd=args.iiv_sd)[2]
     seed = args.seed
     state = _JAX_STATE
     for sampler in samplers:
@@ -838,6 +842,9 @@ def bench_one(dataset: str, data: Any, model: str, samplers: list[str], st: Sett
         res.note = "skipped (pystan not installed)"
         print(f"  stan: {res.note}")
         return
+    # the Stan programs write omega as <lower=0> (log transform): checks and inits use the
+    # log form of the same model (its signed form differs only in the sampler's coordinates)
+    pm_model = build(model, data, covariates=covariates, iiv_sd="log")[2]
     try:
         sdata, _ = stan_data(spec, pdata, covariates)
         print("  stan: building ...", flush=True)
@@ -1132,6 +1139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stan-timeout", type=float, default=1800.0,
                     help="hard limit (s) of a closed-form Stan run")
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--iiv-sd", default="auto", choices=("auto", "signed", "log"),
+                    help="how ckmodel samples the IIV SDs (PopulationOptions.iiv_sd; default: "
+                         "the package's); Stan keeps its <lower=0> program")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--_stan-worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

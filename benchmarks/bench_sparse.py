@@ -16,6 +16,7 @@ ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
     python benchmarks/bench_sparse.py --mass-matrix low_rank --target-accept 0.95
     python benchmarks/bench_sparse.py --until-converged 0   # one run of --draws, as before
     python benchmarks/bench_sparse.py --centered shrinkage  # centring weights from a pilot
+    python benchmarks/bench_sparse.py --iiv-sd log          # IIV SDs on the log scale (before)
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def one(seed: int, centered: str | tuple[str, ...], args: argparse.Namespace) ->
         res = fit(data, model, seed=seed, draws=args.draws, tune=args.tune,
                   chains=args.chains, covariates=covariates, mass_matrix=args.mass_matrix,
                   target_accept=args.target_accept, until_converged=args.until_converged,
-                  options=PopulationOptions(centered=centered), progressbar=False,
+                  options=PopulationOptions(centered=centered, iiv_sd=args.iiv_sd),
+                  progressbar=False,
                   posterior_predictive=False, log_likelihood=False)
     wall = time.perf_counter() - t0
     c = res.meta["convergence"]
     table = convergence_table(res.idata)
     worst = table["ess_bulk"].idxmin()
     label = centered if isinstance(centered, str) else ",".join(centered) or "-"
-    return {"data": args.data, "seed": seed, "centered": label,
+    return {"data": args.data, "seed": seed, "centered": label, "iiv_sd": args.iiv_sd,
             "mass_matrix": args.mass_matrix, "target_accept": args.target_accept,
             "wall_s": round(wall, 1), "draws_kept": res.meta["draws"],
             "tune_kept": res.meta["tune"], "runs": len(res.meta.get("attempts") or [1]),
@@ -86,6 +88,8 @@ def main() -> None:
                     help="comma list of parameters to centre; repeat to compare settings")
     ap.add_argument("--mass-matrix", default="auto", choices=("auto", "diag", "low_rank"))
     ap.add_argument("--target-accept", type=float, default=0.9)
+    ap.add_argument("--iiv-sd", default="auto", choices=("auto", "signed", "log"),
+                    help="how the IIV SDs are sampled (PopulationOptions.iiv_sd)")
     ap.add_argument("--until-converged", type=float, default=UNTIL_CONVERGED,
                     help="time budget in seconds (0: one run)")
     ap.add_argument("--json")

@@ -127,6 +127,9 @@ def test_demo_without_fit(tmp_path):
     (["fit", "{ck}", "--centered", "rho=2"], "rho=2"),
     (["fit", "{ck}", "--centered", "rho=half"], "--centered"),
     (["fit", "{ck}", "--centered", "none", "--centered", "rho"], "--centered"),
+    (["fit", "{ck}", "--iiv-sd", "folded"], "--iiv-sd"),
+    (["fit", "{ck}", "--iiv-sd", "signed", "--centered", "rho"], "--iiv-sd log"),
+    (["fit", "{ck}", "--iiv-sd", "signed", "--iiv", "rho=Exponential(5)"], "--iiv-sd auto"),
     (["nca", "{ck}", "--by", "DOSE_LVL"], "--by"),
     (["nca", "{ck}", "--window", "28,0"], "--window"),
     (["simulate", "--dose", "-1"], "--dose"),
@@ -170,8 +173,10 @@ def test_command_line_defaults_agree_with_the_python_api():
     from ckmodel.cli import fit_commands
     from ckmodel.fitting import SAMPLERS
     from ckmodel.fitting import run_length as run
+    from ckmodel.population.model import IIV_SD_FORMS
     from ckmodel.spec.model import ERROR_MODELS
 
     assert fit_commands.UNTIL_CONVERGED == run.UNTIL_CONVERGED
     assert set(fit_commands.SAMPLER_CHOICES) == set(SAMPLERS)
     assert set(fit_commands.ERROR_CHOICES) == set(ERROR_MODELS)
+    assert fit_commands.IIV_SD_CHOICES == IIV_SD_FORMS

@@ -41,6 +41,7 @@ from ckmodel.errors import (
 
 SAMPLER_CHOICES = ("nutpie", "pymc", "numpyro", "blackjax", "pathfinder", "advi", "map")
 ERROR_CHOICES = ("log_normal", "proportional", "additive", "combined", "student_t")
+IIV_SD_CHOICES = ("auto", "signed", "log")
 #: ``--until-converged`` default: ckmodel.fitting.UNTIL_CONVERGED, written out so that the
 #: command line starts without importing PyMC (tests/test_cli.py checks that they agree)
 UNTIL_CONVERGED = 600.0
@@ -110,7 +111,8 @@ def _centering_option(values: list[str] | None) -> Any:
 
 def fit_settings(spec: Any, *, fix: list[str] | None, error: list[str] | None,
                  centered: list[str] | None, correlated: bool, prior: list[str] | None,
-                 iiv: list[str] | None, blq_method: str) -> tuple[Any, Any]:
+                 iiv: list[str] | None, blq_method: str, iiv_sd: str = "auto"
+                 ) -> tuple[Any, Any]:
     """The spec with ``--prior``/``--iiv`` applied and the PopulationOptions, checked."""
     from ckmodel.population.model import PopulationOptions
 
@@ -132,8 +134,10 @@ def fit_settings(spec: Any, *, fix: list[str] | None, error: list[str] | None,
                 bad_option(option, f"{name}={text}: {exc}")
     if blq_method not in ("M3", "M1"):
         bad_option("--blq-method", f"{blq_method!r}: use M3 (censored) or M1 (drop)")
+    if iiv_sd not in IIV_SD_CHOICES:
+        bad_option("--iiv-sd", f"{iiv_sd!r}: use one of {', '.join(IIV_SD_CHOICES)}")
     opts = PopulationOptions(centered=_centering_option(centered), correlated=correlated,
-                             error=errors, blq_method=blq_method, fixed=fixed)
+                             error=errors, blq_method=blq_method, fixed=fixed, iiv_sd=iiv_sd)
     try:
         opts.check(spec)
     except ModelSpecError as exc:
@@ -176,6 +180,13 @@ def fit(
              "[0, 1] for partial centring); repeatable")] = None,
     correlated: Annotated[bool, typer.Option(
         help="Correlated random effects (LKJ prior)")] = False,
+    iiv_sd: Annotated[str, typer.Option(
+        "--iiv-sd", metavar="|".join(IIV_SD_CHOICES),
+        help="How the IIV SDs are sampled: signed (omega = |v|, v from the symmetric parent "
+             "of the half-distribution prior: the same model, faster mixing when an SD is "
+             "weakly informed), log (log omega), or auto (default: signed where it applies, "
+             "i.e. non-centred uncorrelated effects with HalfNormal/HalfCauchy/HalfStudentT "
+             "priors and an MCMC sampler)")] = "auto",
     prior: Annotated[list[str] | None, typer.Option(
         metavar="NAME=PRIOR", help="Typical-value prior, e.g. --prior 'rho=LogNormal(log(2), "
                                    "0.5)'; repeatable")] = None,
@@ -203,7 +214,7 @@ def fit(
     spec = load_spec(model)
     spec, opts = fit_settings(spec, fix=fix, error=error, centered=centered,
                               correlated=correlated, prior=prior, iiv=iiv,
-                              blq_method=blq_method)
+                              blq_method=blq_method, iiv_sd=iiv_sd)
     from ckmodel.fitting import fit as run_fit
 
     try:

@@ -75,7 +75,24 @@ def centering_summary(weights: np.ndarray, iiv_names: list[str]) -> Mapping[str,
 
 
 def describe_centering(meta: Mapping[str, Any]) -> str:
-    """How a fit's random effects were parametrised, in words (summary and report)."""
+    """How a fit's random effects were parametrised, in words (summary and report).
+
+    Says also which IIV SDs were sampled in signed form (``omega = |v|``,
+    :func:`ckmodel.population.model.iiv_sd_forms`).
+    """
+    forms = meta.get("iiv_sd") or {}
+    signed = [k for k, v in forms.items() if v == "signed"]
+    text = _describe_weights(meta)
+    if signed:
+        text += ("; IIV SDs sampled in signed form (omega = |v|, v from the symmetric parent "
+                 "of the prior): " + ", ".join(signed))
+        logged = [k for k, v in forms.items() if v != "signed"]
+        if logged:
+            text += "; on the log scale: " + ", ".join(logged)
+    return text
+
+
+def _describe_weights(meta: Mapping[str, Any]) -> str:
     weights = meta.get("centering")
     centered = (meta.get("options") or {}).get("centered")
     if weights:

@@ -26,8 +26,11 @@ def convergence_table(idata: Any, var_names: list[str] | None = None) -> pd.Data
     """R-hat and bulk/tail ESS of every scalar in ``var_names`` (default: population-level)."""
     post = idata.posterior
     if var_names is None:
+        # the signed IIV SDs (omega_<p>_signed) are judged by omega = |v|: their sign
+        # only says which of two mirror-image modes a chain is in
         var_names = [v for v in post.data_vars
-                     if not set(post[v].dims) & {"subject"} and not v.startswith("chol")]
+                     if not set(post[v].dims) & {"subject"} and not v.startswith("chol")
+                     and not v.endswith("_signed")]
     n_chains = post.sizes.get("chain", 1)
     n_draws = post.sizes.get("draw", 1)
     if n_chains * n_draws < 8:

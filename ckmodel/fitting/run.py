@@ -6,7 +6,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,13 @@ from ckmodel.population.covariates import (
     apply_time_varying,
     parse_covariates,
 )
-from ckmodel.population.model import PopulationOptions, build_model, iiv_parameters, obs_dim
+from ckmodel.population.model import (
+    PopulationOptions,
+    build_model,
+    iiv_parameters,
+    iiv_sd_forms,
+    obs_dim,
+)
 from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.spec.model import ModelSpec
@@ -162,6 +168,9 @@ def fit(
     opts = options or PopulationOptions()
     effects = parse_covariates(covariates)
     opts.check(spec, [e for e in effects if e.kind != "after"])
+    if opts.iiv_sd == "auto" and sampler not in MCMC_SAMPLERS:
+        # the approximations (Gaussian, point) suit the log form's single mode
+        opts = replace(opts, iiv_sd="log")
     data_unit = getattr(data, "time_unit", spec.time_unit)
     try:
         time_scale = time_factor(data_unit, spec.time_unit)
@@ -264,6 +273,8 @@ def fit(
         "compile_seconds": round(t_compile, 2),
         "centering": (centering_summary(centering, iiv_names) if centering is not None
                       else None),
+        "iiv_sd": iiv_sd_forms(spec, opts) if centering is None else dict.fromkeys(
+            iiv_names, "log"),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
                   if pilot_run else None),
         "versions": package_versions(),

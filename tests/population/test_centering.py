@@ -39,7 +39,8 @@ def _point(model, rng):
 
 def test_log_densities_differ_by_the_log_jacobian(setup):
     spec, pdata, lam = setup
-    nc = build_model(spec, pdata, options=PopulationOptions(centered=()), fused=True)
+    nc = build_model(spec, pdata, options=PopulationOptions(centered=(), iiv_sd="log"),
+                     fused=True)
     pc = build_model(spec, pdata, options=PopulationOptions(centered=()), fused=True,
                      centering=lam)
     logp_nc, logp_pc = nc.compile_logp(), pc.compile_logp()
