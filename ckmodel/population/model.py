@@ -80,8 +80,8 @@ class PopulationOptions:
     iiv_sd : {"auto", "signed", "log"}
         How the IIV SDs of non-centred, uncorrelated random effects are sampled. ``"signed"``:
         ``omega = |v|`` with ``v`` from the symmetric parent of the half-distribution prior
-        and ``eta = v z`` (the same model; measured 1.4-2x the ESS per second of the log
-        form on the IIV SD that mixes worst, see ``benchmarks/README.md``); ``"log"``:
+        and ``eta = v z`` (the same model; up to 1.7x the ESS per second of the log form on
+        the IIV SD that mixes worst, see ``benchmarks/README.md``); ``"log"``:
         ``log omega`` (PyMC's transform of a positive prior); ``"auto"`` (default): signed
         for every effect whose prior folds (HalfNormal, HalfCauchy, HalfStudentT) when the
         effects are non-centred and uncorrelated, log otherwise.
