@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
-import numpy as np
 from bench_fit import build, load_dataset, population_vars
 
 SETS = "example/expansion_biphasic,sim/expansion_biphasic,sparse/expansion_biphasic," \
@@ -26,8 +24,9 @@ SETS = "example/expansion_biphasic,sim/expansion_biphasic,sparse/expansion_bipha
 
 def one(dataset: str, model: str, form: str, seeds: list[int], args: argparse.Namespace
         ) -> list[dict]:
-    import arviz as az
     import nutpie
+
+    from ckmodel.fitting.convergence import convergence_table
 
     data, cov = load_dataset(dataset, model, 40)
     spec, pdata, pm_model, _ = build(model, data, fused=True, covariates=cov, iiv_sd=form)
@@ -42,22 +41,13 @@ def one(dataset: str, model: str, form: str, seeds: list[int], args: argparse.Na
                               cores=4, progress_bar=False, target_accept=0.9,
                               use_grad_based_mass_matrix=not args.draw_based)
         took = time.perf_counter() - t0
-        post = idata.posterior[[n for n in names if n in idata.posterior]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ess, rhat = az.ess(post, method="bulk"), az.rhat(post)
-        flat = {}
-        for v in ess.data_vars:
-            vals = np.atleast_1d(ess[v].values).ravel()
-            labels = ([f"{v}[{c}]" for c in ess[v].coords[ess[v].dims[0]].values]
-                      if ess[v].ndim else [v])
-            flat.update(zip(labels, vals, strict=True))
-        worst = sorted(flat.items(), key=lambda kv: kv[1])[:3]
+        table = convergence_table(idata, [n for n in names if n in idata.posterior])
+        worst = sorted(table["ess_bulk"].items(), key=lambda kv: kv[1])[:3]
         rows.append({"data": f"{dataset}/{model}", "iiv_sd": form, "seed": seed,
                      "compile_s": round(compile_s, 1), "sampling_s": round(took, 1),
                      "steps": round(float(idata.sample_stats["n_steps"].mean())),
                      "div": int(idata.sample_stats["diverging"].sum()),
-                     "max_rhat": round(max(float(rhat[v].max()) for v in rhat.data_vars), 3),
+                     "max_rhat": round(float(table["r_hat"].max()), 3),
                      "min_ess": round(worst[0][1]), "ess_per_s": round(worst[0][1] / took, 1),
                      "slowest": ", ".join(f"{k} {v:.0f}" for k, v in worst)})
         print(" | ".join(str(x) for x in rows[-1].values()), flush=True)

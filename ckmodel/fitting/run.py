@@ -273,8 +273,7 @@ def fit(
         "compile_seconds": round(t_compile, 2),
         "centering": (centering_summary(centering, iiv_names) if centering is not None
                       else None),
-        "iiv_sd": iiv_sd_forms(spec, opts) if centering is None else dict.fromkeys(
-            iiv_names, "log"),
+        "iiv_sd": iiv_sd_forms(spec, opts, centering),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
                   if pilot_run else None),
         "versions": package_versions(),

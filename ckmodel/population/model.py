@@ -171,30 +171,31 @@ class PopulationOptions:
 
 #: How IIV SDs are sampled (``PopulationOptions.iiv_sd``).
 IIV_SD_FORMS = ("auto", "signed", "log")
-#: Half-distribution IIV priors and the symmetric distribution each is the absolute value of.
-FOLDED_PRIORS = {"HalfNormal": "Normal", "HalfCauchy": "Cauchy", "HalfStudentT": "StudentT"}
+#: Half-distribution IIV priors: the symmetric PyMC distribution each is the absolute value
+#: of, and the name of its location parameter (set to 0; the scale parameters carry over).
+FOLDED_PRIORS = {"HalfNormal": ("Normal", "mu"), "HalfCauchy": ("Cauchy", "alpha"),
+                 "HalfStudentT": ("StudentT", "mu")}
 
 
-def iiv_sd_forms(spec: ModelSpec, options: PopulationOptions) -> dict[str, str]:
+def iiv_sd_forms(spec: ModelSpec, options: PopulationOptions,
+                 centering: np.ndarray | None = None) -> dict[str, str]:
     """``"signed"`` or ``"log"`` per random effect, as :func:`build_model` samples its SD.
 
-    Signed needs non-centred, uncorrelated effects and a prior that folds
-    (:data:`FOLDED_PRIORS`); ``iiv_sd="auto"`` takes it wherever it applies.
+    Signed needs non-centred, uncorrelated effects (no ``centered`` option and no centring
+    weights given to :func:`build_model`) and a prior that folds (:data:`FOLDED_PRIORS`);
+    ``iiv_sd="auto"`` takes it wherever it applies.
     """
     names = iiv_parameters(spec, options)
-    plain = (not options.correlated and not options.centered and options.iiv_sd != "log")
+    plain = (not options.correlated and not options.centered and centering is None
+             and options.iiv_sd != "log")
     return {n: ("signed" if plain and spec.parameter(n).iiv.dist in FOLDED_PRIORS else "log")
             for n in names}
 
 
 def _signed_sd(prior: Any, name: str) -> Any:
     """The symmetric variable ``v`` whose absolute value has the half-distribution ``prior``."""
-    p = prior.params
-    if prior.dist == "HalfNormal":
-        return pm.Normal(name, 0.0, sigma=p["sigma"])
-    if prior.dist == "HalfCauchy":
-        return pm.Cauchy(name, 0.0, beta=p["beta"])
-    return pm.StudentT(name, nu=p["nu"], mu=0.0, sigma=p["sigma"])
+    parent, location = FOLDED_PRIORS[prior.dist]
+    return getattr(pm, parent)(name, **{location: 0.0}, **prior.params)
 
 
 def transformed_name(name: str, scale: str) -> str:
@@ -421,7 +422,7 @@ def build_model(
                     raise ModelSpecError(f"centring weights must be a ({n_s}, "
                                          f"{len(iiv_names)}) array in [0, 1]")
                 plain = centering is None and not lam.any()
-                forms = iiv_sd_forms(spec, opts) if plain else {}
+                forms = iiv_sd_forms(spec, opts, centering)
                 omegas, scales = [], []
                 for p in iiv:
                     if forms.get(p.name) == "signed":   # omega = |v|, eta = v z

@@ -84,6 +84,8 @@ def test_forms_per_effect_and_their_checks():
     assert set(iiv_sd_forms(spec, PopulationOptions(iiv_sd="log")).values()) == {"log"}
     assert set(iiv_sd_forms(spec, PopulationOptions(centered=("f0",))).values()) == {"log"}
     assert set(iiv_sd_forms(spec, PopulationOptions(correlated=True)).values()) == {"log"}
+    weights = np.zeros((3, 6))                  # centring weights given (a pilot run's start)
+    assert set(iiv_sd_forms(spec, PopulationOptions(), weights).values()) == {"log"}
     expo = spec.with_parameter("rho", iiv="Exponential(5)")
     forms = iiv_sd_forms(expo, PopulationOptions())
     assert forms["rho"] == "log" and forms["f0"] == "signed"
