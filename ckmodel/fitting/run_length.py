@@ -95,6 +95,23 @@ def _inspect(bg: Any) -> Any:
         return bg.inspect()
 
 
+def _draws_done(bg: Any) -> int | None:
+    """Draws after warm-up that every chain of a background run has finished, or None.
+
+    Read from nutpie's raw trace, its ``tuning`` column counted, without building the
+    InferenceData that :func:`_inspect` makes (0.3-0.9 s for 4 chains of a 30-subject
+    ``blood_marrow`` fit, on cores the chains are using): the stream polls with this and
+    builds a trace only when the draws it waits for are there. None where this nutpie
+    offers no raw view.
+    """
+    try:
+        _, stats = bg._sampler.inspect().get_arrow_trace()
+        return min((s.num_rows - int(np.asarray(s.column("tuning")).sum()) for s in stats),
+                   default=0)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             cap: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """One nutpie run that stops as soon as its first ``n`` draws per chain pass the checks.
@@ -117,9 +134,11 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             trace = None
             while True:
                 t_read = time.perf_counter()
-                current = _inspect(bg)
+                have = _draws_done(bg)
+                if have is None or have >= min(n, cap):   # build the trace only to check it
+                    current = _inspect(bg)
+                    have = _complete_draws(current)
                 read = time.perf_counter() - t_read
-                have = _complete_draws(current)
                 if have >= n or have >= cap:
                     trace = current if have >= n else None
                     break

@@ -53,9 +53,9 @@ class Sampler:
     def compile(self) -> None:
         """Compile nutpie's log density now (otherwise on the first run)."""
         if self.sampler == "nutpie" and self._compiled is None:
-            import nutpie
+            from ckmodel.fitting.nutpie_compile import compile_nutpie
 
-            self._compiled = nutpie.compile_pymc_model(self.model)
+            self._compiled = compile_nutpie(self.model)
 
     def set_data(self, name: str, value: np.ndarray) -> None:
         """Give the model's data container ``name`` a new value (nothing is recompiled)."""

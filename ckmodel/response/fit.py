@@ -128,6 +128,7 @@ def fit_response(outcomes: Any, endpoint: str, *, exposure: str | None = None,
     import nutpie
 
     from ckmodel.fitting.convergence import check_convergence
+    from ckmodel.fitting.nutpie_compile import compile_nutpie
     from ckmodel.fitting.result import package_versions
     from ckmodel.response import likelihoods as L
 
@@ -215,7 +216,7 @@ def fit_response(outcomes: Any, endpoint: str, *, exposure: str | None = None,
         else:
             pm_model = L.weibull_model(t, d, design, t_ref)
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(pm_model)
+    compiled = compile_nutpie(pm_model)
     idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                           progress_bar=progressbar, target_accept=target_accept)
     cols = {c: ("subject", table[c].to_numpy(float)) for c in table.columns}
