@@ -71,6 +71,15 @@ def _troubled(verdict: dict[str, Any]) -> bool:
     return bool(verdict.get("divergences", 0) or verdict.get("lagging_chains"))
 
 
+def _more_draws_help(verdict: dict[str, Any]) -> bool:
+    """Whether the checks failed on R-hat or ESS, the failures more draws mend.
+
+    A low E-BFMI with R-hat and ESS passing is not: the energy it measures mixes no better
+    in a longer run, so the fit stops there and keeps the warning.
+    """
+    return bool(verdict.get("flagged"))
+
+
 def _complete_draws(trace: Any) -> int:
     """Draws that every chain of a trace in progress has finished (NaN: not yet drawn)."""
     post = trace.posterior
@@ -156,7 +165,8 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             verdict = check_convergence(idata, warn=False)
             last = (idata, n, verdict)
             checked.append(n)
-            if verdict["ok"] or _troubled(verdict) or n >= cap:
+            if verdict["ok"] or _troubled(verdict) or not _more_draws_help(verdict) \
+                    or n >= cap:
                 break
             nxt = min(next_run_length(verdict, n, tune)[0], cap)
             elapsed = time.perf_counter() - t0
@@ -223,6 +233,10 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
                 # news, not a problem: the fit ran longer than asked and passed its checks
                 log.info("converged with %d tuning steps and %d draws per chain (target "
                          "acceptance %.3g, %d run(s))", tune, kept, run.target_accept, k + 1)
+            return idata, attempts
+        if not _troubled(verdict) and not _more_draws_help(verdict):
+            log.warning("R-hat and ESS pass but %s: more draws would not mend it, so the "
+                        "fit stops here", "; ".join(verdict["problems"]))
             return idata, attempts
         capped = streamed and kept >= entry.get("planned", np.inf)
         if streamed and not _troubled(verdict) and not capped:

@@ -105,6 +105,29 @@ def test_after_divergences_the_run_starts_again_with_more_warmup_and_smaller_ste
     assert attempts[0]["divergences"] == 12 and attempts[1]["target_accept"] == 0.95
 
 
+class _LowBfmi(_Chains):
+    """Stand-in sampler: converged chains whose energy wanders (E-BFMI far below 0.3)."""
+
+    def __call__(self, *, draws: int, tune: int, seed: int):
+        self.calls.append((draws, tune, seed))
+        rng = np.random.default_rng(seed)
+        idata = _idata(rng, draws=draws)
+        energy = np.cumsum(rng.standard_normal((4, draws)), axis=1)   # a random walk
+        idata.add_groups(sample_stats={"energy": energy})
+        return idata
+
+
+def test_a_low_bfmi_alone_does_not_run_on():
+    # R-hat and ESS pass: more draws would not raise E-BFMI, so one run, and the verdict
+    # keeps the failed check for the user
+    sampler = _LowBfmi(good_at=0)
+    _, attempts = run_module.run_until(sampler, draws=500, tune=100, seed=2, budget=600)
+    assert sampler.calls == [(500, 100, 2)]
+    assert attempts[0]["ok"] is False
+    verdict = check_convergence(_LowBfmi(good_at=0)(draws=500, tune=100, seed=2), warn=False)
+    assert verdict["min_bfmi"] < 0.3 and not verdict["flagged"]
+
+
 def test_a_streamed_fit_keeps_exactly_the_first_draws_of_a_plain_run():
     """Stopping a run at a checkpoint keeps the draws a plain run of that length gives.
 
