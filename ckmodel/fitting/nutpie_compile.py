@@ -35,7 +35,7 @@ log = logging.getLogger("ckmodel.fitting")
 # nutpie's callback contract: return 0 on success; -1 wrong sizes; 1 (logp) or -2 (expand)
 # an exception inside the graph; 3 or 4 a non-finite gradient or log density
 _LOGP_SRC = """
-def ckmodel_nutpie_logp(dim, x_, out_, logp_, user_data_):
+def ckmodel_nutpie_logp_KEY(dim, x_, out_, logp_, user_data_):
     if dim != N_DIM:
         return -1
     x = carray(x_, (N_DIM,))
@@ -60,7 +60,7 @@ def ckmodel_nutpie_logp(dim, x_, out_, logp_, user_data_):
 """
 
 _EXPAND_SRC = """
-def ckmodel_nutpie_expand(dim, expanded, x_, out_, user_data_):
+def ckmodel_nutpie_expand_KEY(dim, expanded, x_, out_, user_data_):
     if dim != N_DIM or expanded != N_EXPANDED:
         return -1
     x = carray(x_, (N_DIM,))
@@ -96,20 +96,33 @@ def _graph_key(fn: Any) -> str:
 
 def _cached_cfunc(src: str, name: str, signature: Any, env: dict[str, Any], graph_key: str
                   ) -> Any:
-    """``numba.cfunc(signature, cache=True)`` of generated source, in PyTensor's cache."""
+    """``numba.cfunc(signature, cache=True)`` of generated source, in PyTensor's cache.
+
+    The function's name carries the key too, so that callbacks of two models never share a
+    symbol name (numba names compiled code after the function).
+    """
     import math
+    import warnings
 
     import numba
+    import nutpie
+    import pytensor
     from pytensor.link.numba.cache import compile_numba_function_src
 
     constants = sorted((k, v) for k, v in env.items() if isinstance(v, int))
-    key = hashlib.sha256(repr((graph_key, _THIS_CODE, constants, numba.__version__)).encode()
-                         ).hexdigest()
+    key = hashlib.sha256(repr((graph_key, _THIS_CODE, constants, numba.__version__,
+                               pytensor.__version__, nutpie.__version__)).encode()).hexdigest()
+    name = f"{name}_{key[:24]}"
     fn = compile_numba_function_src(
-        src, name, global_env={"__name__": __name__, "carray": numba.carray,
-                               "isfinite": math.isfinite, **env},
+        src.replace("_KEY(", f"_{key[:24]}("), name,
+        global_env={"__name__": __name__, "carray": numba.carray, "isfinite": math.isfinite,
+                    **env},
         cache_key=f"ckmodel_nutpie_{key}")
-    return numba.cfunc(signature, cache=True)(fn)
+    with warnings.catch_warnings():
+        # a graph holding a large constant cannot be cached: numba says so and compiles
+        warnings.filterwarnings("ignore", message=".*Cannot cache compiled function",
+                                category=numba.NumbaWarning)
+        return numba.cfunc(signature, cache=True)(fn)
 
 
 def _locked(fn: Any) -> Any:
@@ -177,11 +190,14 @@ def compile_nutpie(model: Any) -> Any:
         What ``nutpie.compile_pymc_model(model)`` returns, for ``nutpie.sample``.
     """
     import nutpie
-    from numba.core.errors import NumbaError
 
     try:
         return _compile_cached(model)
-    except (_Unsupported, AttributeError, ImportError, TypeError, NumbaError) as exc:
-        log.debug("nutpie callbacks not cached (%s): compiled by nutpie", exc,
-                  exc_info=not isinstance(exc, _Unsupported))
-        return nutpie.compile_pymc_model(model)
+    except _Unsupported as exc:
+        log.debug("nutpie callbacks not cached (%s): compiled by nutpie", exc)
+    except Exception as exc:  # noqa: BLE001 - nutpie's own compile is the safe path
+        # a nutpie or numba this module does not know: nutpie's compile raises again what
+        # is wrong with the model itself
+        log.warning("ckmodel's cached nutpie compile failed (%s: %s); compiled by nutpie, "
+                    "without the cache", type(exc).__name__, exc, exc_info=True)
+    return nutpie.compile_pymc_model(model)

@@ -121,6 +121,14 @@ def _draws_done(bg: Any) -> int | None:
         return None
 
 
+def _finished(bg: Any) -> bool:
+    """Whether a background run has stopped (nutpie answers "not yet" with TimeoutError)."""
+    try:
+        return bool(bg.is_finished)
+    except (TimeoutError, AttributeError):
+        return False
+
+
 def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             cap: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """One nutpie run that stops as soon as its first ``n`` draws per chain pass the checks.
@@ -143,6 +151,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             trace = None
             while True:
                 t_read = time.perf_counter()
+                finished = _finished(bg)             # asked before the read
                 have = _draws_done(bg)
                 if have is None or have >= min(n, cap):   # build the trace only to check it
                     current = _inspect(bg)
@@ -151,6 +160,9 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
                 if have >= n or have >= cap:
                     trace = current if have >= n else None
                     break
+                if finished:                    # stopped short: no more draws will come
+                    raise RuntimeError(f"nutpie stopped after {have} of the {n} draws per "
+                                       "chain it was asked for")
                 now = time.perf_counter()
                 if now > deadline and checked:   # the requested draws are always waited for
                     break

@@ -7,6 +7,7 @@ backend, at random unconstrained points; and nutpie's own callbacks for the stor
 from __future__ import annotations
 
 import ctypes
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -72,12 +73,17 @@ def test_callbacks_match_pymc_and_nutpie(model):
         assert rc == 0
         np.testing.assert_array_equal(values[:compiled.n_dim], x)
         rc_theirs, values_theirs = _call_expand(theirs, x)
+        assert rc_theirs == 0
         np.testing.assert_allclose(values, values_theirs, rtol=1e-12)
     assert compiled.shapes == theirs.shapes and compiled.n_expanded == theirs.n_expanded
+    assert list(compiled.coords) == list(theirs.coords) and compiled.dims == theirs.dims
+    # the same jittered initial points for the same seed
+    np.testing.assert_array_equal(compiled.initial_point_func(7), theirs.initial_point_func(7))
 
 
 def test_non_finite_and_wrong_size_are_reported_not_raised(model):
     compiled = compile_nutpie(model)
+    assert "ckmodel_nutpie_logp" in compiled.compiled_logp_func.__qualname__
     x = np.full(compiled.n_dim, np.nan)
     rc, _, _ = _call_logp(compiled, x)
     assert rc in (3, 4)                       # nutpie: a non-finite density, a divergence
@@ -89,10 +95,39 @@ def test_non_finite_and_wrong_size_are_reported_not_raised(model):
 
 
 def test_second_compile_loads_the_callbacks_from_the_cache(model):
-    compile_nutpie(model)                     # writes the cache if this is its first time
+    first = compile_nutpie(model)             # writes the cache if this is its first time
     again = compile_nutpie(model)
     assert again.compiled_logp_func.cache_hits == 1
     assert again.compiled_expand_func.cache_hits == 1
+    x = np.random.default_rng(4).normal(0.0, 0.5, first.n_dim)
+    rc, logp, grad = _call_logp(again, x)     # the loaded code computes what was compiled
+    rc0, logp0, grad0 = _call_logp(first, x)
+    assert rc == rc0 == 0 and logp == logp0
+    np.testing.assert_array_equal(grad, grad0)
+
+
+def test_the_cache_tells_data_sets_apart(sim_data):
+    """Two data sets of the same shape: each model's callback computes its own density."""
+    from ckmodel.population.model import build_model
+    from ckmodel.population.prepare import prepare
+    from ckmodel.spec import load_model
+
+    data, _ = sim_data
+    spec = load_model("expansion_biphasic")
+    pdata = prepare(data, spec)
+    shifted = replace(pdata, dv=pdata.dv * 1.5)
+    models = [build_model(spec, p, fused=True) for p in (pdata, shifted)]
+    compiled = [compile_nutpie(m) for m in models]
+    assert compiled[0].n_dim == compiled[1].n_dim
+    x = np.random.default_rng(5).normal(0.0, 0.5, compiled[0].n_dim)
+    values = []
+    for m, c in zip(models, compiled, strict=True):
+        rc, logp, _ = _call_logp(c, x)
+        assert rc == 0
+        np.testing.assert_allclose(logp, m.compile_logp(jacobian=True)(_point(m, c, x)),
+                                   rtol=1e-10)
+        values.append(logp)
+    assert values[0] != values[1]
 
 
 def test_model_with_data_containers_is_compiled_by_nutpie():

@@ -148,3 +148,24 @@ def test_a_streamed_fit_keeps_exactly_the_first_draws_of_a_plain_run():
     for var in ("log_rho", "omega", "sigma_PB_QPCR", "z"):
         np.testing.assert_array_equal(streamed.posterior[var].values,
                                       plain.posterior[var].values)
+
+
+def test_the_stream_counts_draws_from_nutpies_raw_trace(sim_data):
+    """The cheap poll sees the draws a finished run holds (not None: the raw view exists)."""
+    import time
+
+    from ckmodel.fitting.samplers import Sampler
+    from ckmodel.population.model import build_model
+    from ckmodel.population.prepare import prepare
+    from ckmodel.spec import load_model
+
+    data, _ = sim_data
+    spec = load_model("expansion_biphasic")
+    model = build_model(spec, prepare(data, spec), fused=True)
+    run = Sampler(model, "nutpie", chains=2, seed=3, target_accept=0.9, progressbar=False)
+    bg = run.start(draws=60, tune=40, seed=3)
+    while not run_module._finished(bg):
+        time.sleep(0.1)
+    assert run_module._draws_done(bg) == 60
+    assert run_module._complete_draws(run_module._inspect(bg)) == 60
+    bg.cancel()
