@@ -144,3 +144,19 @@ def test_plot_rank(small_fit):
         assert len([a for a in fig.axes if a.get_visible()]) >= 2
     finally:
         plt.close(fig)
+
+
+def test_grid_panels_drop_minor_ticks_only_on_wide_log_axes():
+    from ckmodel.plots._style import MINOR_TICK_DECADES, log_y_panel
+
+    fig, (wide, narrow) = plt.subplots(1, 2)
+    for ax, top in ((wide, 10 ** (MINOR_TICK_DECADES + 4)), (narrow, 50.0)):
+        log_y_panel(ax)
+        ax.set_ylim(1.0, top)
+    fig.canvas.draw()
+    assert len(wide.yaxis.get_minorticklocs()) == 0
+    assert len(wide.yaxis.get_majorticklocs()) >= 3
+    minor = narrow.yaxis.get_minorticklocs()
+    assert {2.0, 5.0, 20.0} <= set(np.round(minor, 6))        # 2 and 5 of each decade only
+    assert not np.isin([3.0, 4.0, 30.0], np.round(minor, 6)).any()
+    plt.close(fig)
