@@ -9,11 +9,13 @@ and linked them again: about 8 of the 10 s a warm ``blood_marrow`` fit spent com
 
 :func:`compile_nutpie` builds the same two callbacks from generated source whose only
 globals are the graph functions and constants, registered in PyTensor's numba cache under a
-key made of the graph's own cache key, the source text and the numba version; a second fit
-of the same model and data loads them. Models that nutpie must feed data at run time
-(``pm.Data`` containers, used by the centring pilot run) and graphs that PyTensor cannot
-cache are compiled by ``nutpie.compile_pymc_model`` as before, as is everything when this
-nutpie's internals differ from those this module was written against.
+key made of the graph's own cache key, a hash of this module, the sizes and the numba,
+PyTensor and nutpie versions; a second fit of the same model and data loads them.
+
+Models that nutpie must feed data at run time (``pm.Data`` containers, used by the centring
+pilot run) and graphs that PyTensor cannot cache are compiled by ``nutpie.compile_pymc_model``
+as before, as is everything when this nutpie's internals differ from those this module was
+written against (with a warning).
 
 The cache holds machine code compiled on this machine by numba; nothing in it is read from a
 data, model or fit file.

@@ -153,7 +153,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
                 t_read = time.perf_counter()
                 finished = _finished(bg)             # asked before the read
                 have = _draws_done(bg)
-                if have is None or have >= min(n, cap):   # build the trace only to check it
+                if have is None or have >= n:        # build the trace only to check it
                     current = _inspect(bg)
                     have = _complete_draws(current)
                 read = time.perf_counter() - t_read
