@@ -158,6 +158,18 @@ def test_summary_of_a_file_that_is_not_a_fit(tmp_path):
     assert "Traceback" not in res.stderr and "h5py" not in res.stderr
 
 
+def test_an_error_naming_a_long_path_stays_on_one_line(tmp_path):
+    # piped stderr is not wrapped at 80 columns: the message can be grepped whole
+    deep = tmp_path / ("a" * 60) / ("b" * 60)
+    deep.mkdir(parents=True)
+    bad = deep / "ck.csv"
+    bad.write_bytes((TRIAL / "ck.csv").read_bytes())
+    res = run("summary", str(bad))
+    assert res.returncode == 1
+    assert (f"error: {bad} is not a ckmodel fit (not a NetCDF-4 file); fits are written by "
+            "'ckmodel fit' or Fit.save") in res.stderr.splitlines()
+
+
 def test_help_answers_at_once():
     import time
 

@@ -27,7 +27,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "summarise.")
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 160, highlight=False,
                   markup=False)
-err_console = Console(stderr=True, highlight=False, markup=False)
+# piped or logged, stderr lines are not wrapped: a message naming a long path stays one line
+# that grep finds (rich would break it at 80 columns)
+err_console = Console(stderr=True, highlight=False, markup=False,
+                      soft_wrap=not sys.stderr.isatty())
 log = logging.getLogger("ckmodel")
 
 #: Time units a data file's TIME may be in (``--time-unit``).
