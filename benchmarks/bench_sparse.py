@@ -94,8 +94,8 @@ def main() -> None:
                     help="time budget in seconds (0: one run)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    settings = [c if c == "shrinkage" else tuple(x for x in c.split(",") if x)
-                for c in (args.centered or [""])]
+    settings = [c if c in ("auto", "shrinkage", "whitened") else tuple(x for x in c.split(",") if x)
+                for c in (args.centered or ["auto"])]
     rows = [one(int(s), c, args) for c in settings for s in args.seeds.split(",")]
     cols = list(rows[0])
     print(" | ".join(cols))

@@ -185,10 +185,11 @@ def test_command_line_defaults_agree_with_the_python_api():
     from ckmodel.cli import fit_commands
     from ckmodel.fitting import SAMPLERS
     from ckmodel.fitting import run_length as run
-    from ckmodel.population.model import IIV_SD_FORMS
+    from ckmodel.population.model import CENTRING_MODES, IIV_SD_FORMS
     from ckmodel.spec.model import ERROR_MODELS
 
     assert fit_commands.UNTIL_CONVERGED == run.UNTIL_CONVERGED
     assert set(fit_commands.SAMPLER_CHOICES) == set(SAMPLERS)
     assert set(fit_commands.ERROR_CHOICES) == set(ERROR_MODELS)
     assert fit_commands.IIV_SD_CHOICES == IIV_SD_FORMS
+    assert fit_commands.CENTRING_MODES == CENTRING_MODES

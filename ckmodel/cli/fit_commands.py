@@ -45,6 +45,9 @@ ERROR_CHOICES = ("log_normal", "proportional", "additive", "combined", "student_
 #: that ``--help`` starts without importing PyMC (tests/test_cli.py checks that they agree);
 #: PopulationOptions.check refuses any other value
 IIV_SD_CHOICES = ("auto", "signed", "log")
+#: ``--centered`` modes: ckmodel.population.model.CENTRING_MODES, written out for the same
+#: reason (tests/test_cli.py checks that they agree)
+CENTRING_MODES = ("auto", "whitened", "shrinkage")
 #: ``--until-converged`` default: ckmodel.fitting.UNTIL_CONVERGED, written out so that the
 #: command line starts without importing PyMC (tests/test_cli.py checks that they agree)
 UNTIL_CONVERGED = 600.0
@@ -95,14 +98,16 @@ def _left_out_analytes(ck: Any, spec: Any, selected: list[str] | None) -> None:
 
 
 def _centering_option(values: list[str] | None) -> Any:
-    """``--centered``: none (default), shrinkage, parameter names, or NAME=WEIGHT in [0, 1]."""
-    if not values or values == ["none"]:
+    """``--centered``: auto (default), none, whitened, shrinkage, NAME or NAME=WEIGHT."""
+    if not values:
+        return "auto"
+    if values == ["none"]:
         return ()
-    if values == ["shrinkage"]:
-        return "shrinkage"
-    if "shrinkage" in values or "none" in values:
-        bad_option("--centered", "'shrinkage' and 'none' stand alone; give them once, without "
-                                 "parameter names")
+    if len(values) == 1 and values[0] in CENTRING_MODES:
+        return values[0]
+    if any(v in (*CENTRING_MODES, "none") for v in values):
+        bad_option("--centered", f"{', '.join(repr(m) for m in (*CENTRING_MODES, 'none'))} "
+                                 "stand alone; give one of them once, without parameter names")
     if any("=" in v for v in values):
         weights = {}
         for v in values:
@@ -174,11 +179,13 @@ def fit(
         metavar="ANALYTE=MODEL", help="Residual error model of an analyte: "
                                       + "|".join(ERROR_CHOICES) + "; repeatable")] = None,
     centered: Annotated[list[str] | None, typer.Option(
-        metavar="none|shrinkage|NAME[=WEIGHT]",
-        help="Parametrisation of the random effects: none (default: all non-centred), "
-             "shrinkage (centring weights per subject and effect from a pilot run: 1 - eta "
-             "shrinkage), or the parameters to centre (NAME, or NAME=WEIGHT with a weight in "
-             "[0, 1] for partial centring); repeatable")] = None,
+        metavar="auto|none|whitened|shrinkage|NAME[=WEIGHT]",
+        help="Parametrisation of the random effects: auto (default: non-centred, then "
+             "whitened if that run diverges or its E-BFMI is low), none (all non-centred), "
+             "whitened (each subject's effects whitened by their conditional posterior, from "
+             "a pilot run), shrinkage (centring weights per subject and effect from a pilot "
+             "run: 1 - eta shrinkage), or the parameters to centre (NAME, or NAME=WEIGHT with "
+             "a weight in [0, 1] for partial centring); repeatable")] = None,
     correlated: Annotated[bool, typer.Option(
         help="Correlated random effects (LKJ prior)")] = False,
     iiv_sd: Annotated[str, typer.Option(

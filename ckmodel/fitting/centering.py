@@ -95,6 +95,10 @@ def describe_centering(meta: Mapping[str, Any]) -> str:
 def _describe_weights(meta: Mapping[str, Any]) -> str:
     weights = meta.get("centering")
     centered = (meta.get("options") or {}).get("centered")
+    if meta.get("whitened"):
+        return ("random effects whitened by their conditional posterior given the typical "
+                "values, IIV and residual SDs (ckmodel.population.whitening), built after "
+                f"{meta['whitened']['after']}")
     if weights:
         how = ("chosen per subject from a pilot run" if centered == "shrinkage"
                else "as requested")
@@ -103,9 +107,10 @@ def _describe_weights(meta: Mapping[str, Any]) -> str:
                  for k, v in weights.items()]
         return (f"centring weights (0 non-centred, 1 centred), {how}: median (range) "
                 + ", ".join(parts))
-    if centered == "shrinkage" or not centered:
+    if centered in ("shrinkage", "auto", "whitened") or not centered:
         return "all random effects non-centred"
     if isinstance(centered, Mapping):
         return "centring weights: " + ", ".join(f"{k} {float(v):.2f}" for k, v in
                                                 centered.items())
     return "centred: " + ", ".join(centered)
+

@@ -22,7 +22,7 @@ from ckmodel.fitting.centering import (
 )
 from ckmodel.fitting.convergence import check_convergence
 from ckmodel.fitting.result import Fit, package_versions
-from ckmodel.fitting.run_length import UNTIL_CONVERGED, run_until
+from ckmodel.fitting.run_length import UNTIL_CONVERGED, geometry_failed, run_until
 from ckmodel.fitting.samplers import FUSED_SAMPLERS, MCMC_SAMPLERS, SAMPLERS, Sampler
 from ckmodel.population.covariates import (
     CovariateEffect,
@@ -38,6 +38,7 @@ from ckmodel.population.model import (
 )
 from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
+from ckmodel.population.whitening import whitened_parameters, whitening_from_posterior
 from ckmodel.spec.model import ModelSpec
 from ckmodel.spec.parse import load_model
 
@@ -189,8 +190,13 @@ def fit(
     iiv_names = iiv_parameters(spec, opts)
     # centring chosen from the data: the model holds its weights as data, set after a pilot
     pilot_run = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
-            and sampler in MCMC_SAMPLERS)
+                 and sampler in MCMC_SAMPLERS)
     centering = np.zeros((pdata.n_subjects, len(iiv_names))) if pilot_run else None
+    # whitened random effects: asked for (after a pilot), or under "auto" when the
+    # non-centred run fails in a way more draws do not mend (ckmodel.population.whitening)
+    can_whiten = not opts.correlated and bool(iiv_names) and sampler in MCMC_SAMPLERS
+    whiten_now = opts.centered == "whitened" and can_whiten
+    switch = opts.centered == "auto" and can_whiten and until_converged is not None
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
                            centering=centering)
     # analytes whose likelihood is a potential (closed form: summed in each analyte's kernel;
@@ -202,8 +208,9 @@ def fit(
     fused = bool(fused_analytes)
     low_rank = mass_matrix == "low_rank" or (
         mass_matrix == "auto" and uses_ode(spec, pdata, opts.method))
-    run = Sampler(pm_model, sampler, chains=chains, seed=seed, target_accept=target_accept,
-                  progressbar=progressbar, cores=cores, low_rank=low_rank)
+    settings = dict(sampler=sampler, chains=chains, seed=seed, target_accept=target_accept,
+                    progressbar=progressbar, cores=cores, low_rank=low_rank)
+    run = Sampler(pm_model, **settings)
     t0 = time.perf_counter()
     run.compile()
     t_compile = time.perf_counter() - t0
@@ -216,21 +223,68 @@ def fit(
                  PILOT_TUNE, PILOT_DRAWS, time.perf_counter() - t0,
                  ", ".join(f"{k} {v['median']:.2f}" for k, v in
                            centering_summary(centering, iiv_names).items()))
-    t_pilot = time.perf_counter() - t0
-    idata, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
-                                 budget=until_converged if sampler in MCMC_SAMPLERS else None)
+    whitening, whitened, t_recompile = None, None, 0.0
+    if whiten_now:
+        first, attempts = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed), []
+        whitened = {"after": f"a pilot run of {PILOT_TUNE} + {PILOT_DRAWS} steps per chain"}
+    else:
+        first, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
+                                    budget=until_converged if sampler in MCMC_SAMPLERS
+                                    else None, stop_on_geometry=switch)
+        verdict = check_convergence(first, warn=False)
+        if switch and geometry_failed(verdict):
+            left = until_converged - (time.perf_counter() - t0)
+            if left > 0.25 * until_converged:
+                whitened = {"after": "the non-centred run: " + "; ".join(
+                    p.split(":")[0] for p in verdict["problems"][:3])}
+            else:
+                log.warning("the non-centred run failed (%s) with too little of the time "
+                            "budget left to sample again with whitened random effects",
+                            "; ".join(verdict["problems"][:2]))
+    t_pilot = time.perf_counter() - t0 if (whitened or pilot_run) else 0.0
+    idata = first
+    if whitened is not None:
+        active = whitened_parameters(spec, opts)
+        errs = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
+        whitening = whitening_from_posterior(first, spec, pdata, active, errs, opts.method,
+                                             opts.ode)
+        log.info("sampling again with random effects whitened by their conditional posterior "
+                 "after %s", whitened["after"])
+        pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
+                               whitening=whitening)
+        run = Sampler(pm_model, **settings)
+        t1 = time.perf_counter()
+        run.compile()
+        t_recompile = time.perf_counter() - t1
+        t_compile += t_recompile
+        for a in attempts:
+            a["random_effects"] = "non-centred"
+        budget = (until_converged - (time.perf_counter() - t0)
+                  if until_converged is not None and sampler in MCMC_SAMPLERS else None)
+        idata, more = run_until(run, draws=draws, tune=tune, seed=seed + len(attempts),
+                                budget=budget)
+        for a in more:
+            a["random_effects"] = "whitened"
+        attempts = attempts + more
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
-    t_sample = time.perf_counter() - t0
+    t_sample = time.perf_counter() - t0 - t_recompile
     import pymc as pm
 
     if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
         # the same free variables with observed ``y_<A>``: predictive draws, pointwise logp
         pm_model = build_model(spec, pdata, covariates=effects, options=opts,
-                               centering=centering)
+                               centering=centering, whitening=whitening)
     with pm_model:
         if posterior_predictive and sampler != "map":
-            pp = pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=progressbar,
-                                                extend_inferencedata=False)
+            with warnings.catch_warnings():
+                # the whitened model's one potential is the prior of the random effects, which
+                # the predictive draws take from the posterior: nothing is ignored
+                if whitening is not None:
+                    warnings.filterwarnings("ignore", message="The effect of Potentials",
+                                            category=UserWarning)
+                pp = pm.sample_posterior_predictive(idata, random_seed=seed,
+                                                    progressbar=progressbar,
+                                                    extend_inferencedata=False)
             idata.add_groups(posterior_predictive=pp.posterior_predictive)
         if log_likelihood and sampler != "map":
             with warnings.catch_warnings():
@@ -275,7 +329,8 @@ def fit(
                       else None),
         "iiv_sd": iiv_sd_forms(spec, opts, centering),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
-                  if pilot_run else None),
+                  if pilot_run or whiten_now else None),
+        "whitened": (dict(whitened, seconds_before=round(t_pilot, 2)) if whitened else None),
         "versions": package_versions(),
     }
     if until_converged is not None:

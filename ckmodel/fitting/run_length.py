@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ckmodel.fitting.convergence import ESS_MIN, RHAT_MAX, check_convergence
+from ckmodel.fitting.convergence import BFMI_MIN, ESS_MIN, RHAT_MAX, check_convergence
 from ckmodel.fitting.samplers import Sampler
 
-__all__ = ["run_until", "next_run_length", "strip_unconstrained", "UNTIL_CONVERGED",
-           "MAX_GROWTH"]
+__all__ = ["run_until", "next_run_length", "strip_unconstrained", "geometry_failed",
+           "UNTIL_CONVERGED", "MAX_GROWTH"]
 
 log = logging.getLogger("ckmodel.fitting.run")
 
@@ -80,6 +80,16 @@ def _more_draws_help(verdict: dict[str, Any]) -> bool:
     return bool(verdict.get("flagged"))
 
 
+def geometry_failed(verdict: dict[str, Any]) -> bool:
+    """Failures of the posterior's geometry: divergences or an E-BFMI below the threshold.
+
+    Neither is mended by more draws of the same parametrisation; under
+    ``centered="auto"`` :func:`ckmodel.fitting.fit` samples again with whitened random
+    effects (:mod:`ckmodel.population.whitening`).
+    """
+    return bool(verdict.get("divergences", 0)) or verdict.get("min_bfmi", 1.0) < BFMI_MIN
+
+
 def _complete_draws(trace: Any) -> int:
     """Draws that every chain of a trace in progress has finished (NaN: not yet drawn)."""
     post = trace.posterior
@@ -130,7 +140,8 @@ def _finished(bg: Any) -> bool:
 
 
 def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
-            cap: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+            cap: int | None = None, stop_on_geometry: bool = False
+            ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """One nutpie run that stops as soon as its first ``n`` draws per chain pass the checks.
 
     The run is planned for ``cap`` draws (default ``MAX_GROWTH x draws``); the checks are
@@ -178,7 +189,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             last = (idata, n, verdict)
             checked.append(n)
             if verdict["ok"] or _troubled(verdict) or not _more_draws_help(verdict) \
-                    or n >= cap:
+                    or n >= cap or (stop_on_geometry and geometry_failed(verdict)):
                 break
             nxt = min(next_run_length(verdict, n, tune)[0], cap)
             elapsed = time.perf_counter() - t0
@@ -203,8 +214,8 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
     return idata, entry, verdict
 
 
-def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float | None
-               ) -> tuple[Any, list[dict[str, Any]]]:
+def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float | None,
+              stop_on_geometry: bool = False) -> tuple[Any, list[dict[str, Any]]]:
     """Sample; with a ``budget`` (seconds), run longer until the checks pass.
 
     nutpie streams (:func:`_stream`): one run samples on until its draws pass the checks.
@@ -212,7 +223,9 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
     run the next one would end within the budget. After divergences or a stuck chain the
     chains start again with twice the warm-up and a target acceptance halfway to 1 (0.9 ->
     0.95 -> 0.975). Each run has its own seed (``seed + attempt``), recorded, so the whole
-    sequence is reproducible.
+    sequence is reproducible. With ``stop_on_geometry``, a run with divergences or a low
+    E-BFMI (:func:`geometry_failed`) ends the sequence at once, for the caller to change the
+    parametrisation.
     """
     attempts: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -225,7 +238,8 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
         if streamed:
             idata, entry, verdict = _stream(run, draws=draws, tune=tune, seed=seed + k,
                                             deadline=t_start + float(budget or 0),
-                                            cap=max(MAX_GROWTH * requested, 4 * draws))
+                                            cap=max(MAX_GROWTH * requested, 4 * draws),
+                                            stop_on_geometry=stop_on_geometry)
             attempts.append(entry)
             took, kept = entry["seconds"], entry["draws"]
         else:
@@ -240,6 +254,8 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
             entry.update(ok=verdict["ok"], max_rhat=verdict.get("max_rhat"),
                          min_ess_bulk=verdict.get("min_ess_bulk"),
                          divergences=verdict.get("divergences", 0))
+        if not verdict["ok"] and stop_on_geometry and geometry_failed(verdict):
+            return idata, attempts
         if verdict["ok"]:
             if k or kept > draws:
                 # news, not a problem: the fit ran longer than asked and passed its checks

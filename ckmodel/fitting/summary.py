@@ -185,7 +185,9 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
                      f"{meta.get('until_converged_seconds')} s)")
     if len(attempts) > 1:
         runs = "; ".join(f"{a['tune']}+{a['draws']} ({'ok' if a.get('ok') else 'not converged'},"
-                         f" {a['seconds']:.0f} s)" for a in attempts)
+                         f" {a['seconds']:.0f} s"
+                         + (f", {a['random_effects']}" if a.get("random_effects") else "") + ")"
+                         for a in attempts)
         notes.append(f"run extended until converged (budget {meta.get('until_converged_seconds')}"
                      f" s): tuning+draws per chain {runs}")
     conv = meta.get("convergence") or {}

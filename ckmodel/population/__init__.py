@@ -19,7 +19,7 @@ from ckmodel.population.prepare import PopulationData, prepare, switch_onsets
 _LAZY = {
     "log_ndtr": "ckmodel.population.residual",
     "pointwise_loglik": "ckmodel.population.residual",
-    "PopulationOptions": "ckmodel.population.model",
+    "PopulationOptions": "ckmodel.population.options",
     "build_model": "ckmodel.population.model",
 }
 

@@ -23,7 +23,6 @@ contribute P(y < LLOQ) (M3) through a JAX-compatible normal log-CDF.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,14 @@ from ckmodel.errors import ModelSpecError
 from ckmodel.population.closed_kernel import ClosedFormOp
 from ckmodel.population.closed_loglik import ClosedFormLogLik, closed_loglik
 from ckmodel.population.covariates import CovariateEffect, covariate_design, parse_covariates
+from ckmodel.population.options import (
+    CENTRING_MODES,
+    FOLDED_PRIORS,
+    IIV_SD_FORMS,
+    PopulationOptions,
+    iiv_parameters,
+    iiv_sd_forms,
+)
 from ckmodel.population.predict import closed_kernels, predict_outputs, uses_ode
 from ckmodel.population.prepare import PopulationData
 from ckmodel.population.residual import (
@@ -47,155 +54,42 @@ from ckmodel.population.residual import (
     pointwise_loglik,
     sample_residual,
 )
-from ckmodel.spec.model import ERROR_MODELS, ModelSpec
+from ckmodel.population.whitening import whitened_block, whitened_parameters
+from ckmodel.spec.model import ModelSpec
 
-__all__ = ["FOLDED_PRIORS", "IIV_SD_FORMS", "PopulationOptions", "build_model",
+__all__ = ["CENTRING_MODES", "FOLDED_PRIORS", "IIV_SD_FORMS", "PopulationOptions", "build_model",
            "centering_matrix", "iiv_parameters", "iiv_sd_forms", "obs_dim", "transformed_name"]
-
-
-@dataclass(frozen=True)
-class PopulationOptions:
-    """How the hierarchy and likelihood are built.
-
-    Attributes
-    ----------
-    centered : tuple of str, mapping of str to float, or "shrinkage"
-        How random effects are parametrised. A tuple names the parameters to centre fully
-        (default ``()``: all non-centred, which sampled best on every data set measured, see
-        ``benchmarks/README.md``); a mapping gives each named parameter one weight in [0, 1]
-        (0 non-centred, 1 centred); ``"shrinkage"``: :func:`ckmodel.fitting.fit` chooses a
-        weight per subject and effect from a short pilot run (1 minus the subject's
-        variance-based eta shrinkage, :mod:`ckmodel.fitting.centering`).
-    correlated : bool
-        Correlated random effects with an LKJ(2) prior (needs HalfNormal IIV priors).
-    error : mapping of str to str
-        Residual error model per analyte, overriding the spec (e.g. ``{"PB_QPCR": "student_t"}``).
-    blq_method : {"M3", "M1"}
-        Censored likelihood for BLQ records, or drop them.
-    method : {"auto", "closed", "closed_graph", "ode"}
-        Closed form when available (fused kernel; ``closed_graph``: plain PyTensor graph), or
-        the compiled ODE solver.
-    fixed : mapping of str to float
-        Parameters held at a value (no typical-value prior, no random effect).
-    iiv_sd : {"auto", "signed", "log"}
-        How the IIV SDs of non-centred, uncorrelated random effects are sampled. ``"signed"``:
-        ``omega = |v|`` with ``v`` from the symmetric parent of the half-distribution prior
-        and ``eta = v z`` (the same model; up to 1.7x the ESS per second of the log form on
-        the IIV SD that mixes worst, see ``benchmarks/README.md``); ``"log"``:
-        ``log omega`` (PyMC's transform of a positive prior); ``"auto"`` (default): signed
-        for every effect whose prior folds (HalfNormal, HalfCauchy, HalfStudentT) when the
-        effects are non-centred and uncorrelated, log otherwise.
-        :func:`ckmodel.fitting.fit` uses ``"log"`` under ``"auto"`` for the approximate
-        methods (Pathfinder, ADVI, MAP), whose Gaussian or point approximations suit the
-        one-mode log form (the signed form has two mirror-image modes, ``(v, z)`` and
-        ``(-v, -z)``, that give the same ``omega`` and ``eta``).
-    """
-
-    centered: str | tuple[str, ...] | Mapping[str, float] = ()
-    correlated: bool = False
-    error: Mapping[str, str] = field(default_factory=dict)
-    blq_method: str = "M3"
-    method: str = "auto"
-    fixed: Mapping[str, float] = field(default_factory=dict)
-    ode: Any = None
-    iiv_sd: str = "auto"
-
-    def check(self, spec: ModelSpec, effects: Sequence[CovariateEffect] = ()) -> None:
-        """Refuse options that do not fit ``spec``, before any work, naming what is wrong.
-
-        Raises
-        ------
-        ModelSpecError
-            An unknown parameter (centred, fixed or with a covariate effect), an unknown
-            analyte or error model, a fixed value outside the parameter's support, or an
-            unknown BLQ method.
-        """
-        pnames = spec.param_names
-        if isinstance(self.centered, str) and self.centered != "shrinkage":
-            raise ModelSpecError(f"centered must be a list of parameters, weights per "
-                                 f"parameter or 'shrinkage', got {self.centered!r}")
-        named = () if isinstance(self.centered, str) else tuple(self.centered)
-        for name in (*named, *self.fixed, *(e.parameter for e in effects)):
-            if name not in pnames:
-                raise ModelSpecError(f"'{name}' is not a parameter of model '{spec.name}' "
-                                     f"(parameters: {', '.join(pnames)})")
-        for name, value in self.fixed.items():
-            scale = spec.parameter(name).scale
-            v = float(value)
-            # a fixed value is a constant, so the closed ends of a logit scale are allowed
-            # (bioavailability F = 1)
-            if not np.isfinite(v) or (scale == "log" and v <= 0) or (
-                    scale == "logit" and not 0 <= v <= 1):
-                need = {"log": "> 0", "logit": "in [0, 1]"}.get(scale, "finite")
-                raise ModelSpecError(f"fixed value {name}={value} is outside the parameter's "
-                                     f"support (it must be {need})")
-        for name in named:
-            if spec.parameter(name).iiv is None:
-                raise ModelSpecError(f"'{name}' has no random effect in model '{spec.name}', "
-                                     "so it cannot be centred")
-        if isinstance(self.centered, Mapping):
-            for name, w in self.centered.items():
-                if not 0.0 <= float(w) <= 1.0:
-                    raise ModelSpecError(f"centring weight {name}={w} must lie in [0, 1] "
-                                         "(0 non-centred, 1 centred)")
-        if self.correlated and named:
-            raise ModelSpecError("centred and correlated random effects cannot be combined; "
-                                 "use one or the other")
-        for a, err in self.error.items():
-            if a not in spec.output_names:
-                raise ModelSpecError(f"model '{spec.name}' has no output {a!r} for an error "
-                                     f"model (outputs: {', '.join(spec.output_names)})")
-            if err not in ERROR_MODELS:
-                raise ModelSpecError(f"unknown error model {err!r} for {a} (choose one of "
-                                     f"{', '.join(ERROR_MODELS)})")
-        if self.blq_method not in ("M3", "M1"):
-            raise ModelSpecError(f"blq_method must be 'M3' or 'M1', got {self.blq_method!r}")
-        if self.iiv_sd not in IIV_SD_FORMS:
-            raise ModelSpecError(f"iiv_sd (--iiv-sd) must be one of "
-                                 f"{', '.join(IIV_SD_FORMS)}, got {self.iiv_sd!r}")
-        if self.iiv_sd == "signed":
-            if self.correlated or named or self.centered == "shrinkage":
-                raise ModelSpecError("the signed form of the IIV SDs (--iiv-sd signed, "
-                                     "iiv_sd='signed') needs non-centred, uncorrelated random "
-                                     "effects; drop the centring / correlation, or choose the "
-                                     "log form (--iiv-sd log, iiv_sd='log')")
-            for p in spec.parameters:
-                if (p.iiv is not None and p.name not in self.fixed
-                        and p.iiv.dist not in FOLDED_PRIORS):
-                    raise ModelSpecError(
-                        f"the IIV prior of '{p.name}' ({p.iiv}) is not a half-distribution, so "
-                        f"its SD has no signed form (priors that fold: "
-                        f"{', '.join(FOLDED_PRIORS)}); choose --iiv-sd auto or log "
-                        "(iiv_sd='auto' or 'log')")
-
-
-#: How IIV SDs are sampled (``PopulationOptions.iiv_sd``).
-IIV_SD_FORMS = ("auto", "signed", "log")
-#: Half-distribution IIV priors: the symmetric PyMC distribution each is the absolute value
-#: of, and the name of its location parameter (set to 0; the scale parameters carry over).
-FOLDED_PRIORS = {"HalfNormal": ("Normal", "mu"), "HalfCauchy": ("Cauchy", "alpha"),
-                 "HalfStudentT": ("StudentT", "mu")}
-
-
-def iiv_sd_forms(spec: ModelSpec, options: PopulationOptions,
-                 centering: np.ndarray | None = None) -> dict[str, str]:
-    """``"signed"`` or ``"log"`` per random effect, as :func:`build_model` samples its SD.
-
-    Signed needs non-centred, uncorrelated effects (no ``centered`` option and no centring
-    weights given to :func:`build_model`) and a prior that folds (:data:`FOLDED_PRIORS`);
-    ``iiv_sd="auto"`` takes it wherever it applies.
-    """
-    names = iiv_parameters(spec, options)
-    plain = (not options.correlated and not options.centered and centering is None
-             and options.iiv_sd != "log")
-    return {n: ("signed" if plain and spec.parameter(n).iiv.dist in FOLDED_PRIORS else "log")
-            for n in names}
 
 
 def _signed_sd(prior: Any, name: str) -> Any:
     """The symmetric variable ``v`` whose absolute value has the half-distribution ``prior``."""
     parent, location = FOLDED_PRIORS[prior.dist]
     return getattr(pm, parent)(name, **{location: 0.0}, **prior.params)
+
+
+def _iiv_sds(iiv: Sequence[Any], forms: Mapping[str, str]) -> Any:
+    """The IIV SD variables, with ``omega`` (dims ``iiv``); returns the scales of the effects.
+
+    Signed form: ``omega_<p> = |v|`` and the scale is ``v`` (``eta = v z``); log form: the
+    scale is ``omega_<p>`` itself.
+    """
+    omegas, scales = [], []
+    for p in iiv:
+        if forms.get(p.name) == "signed":
+            v = _signed_sd(p.iiv, f"omega_{p.name}_signed")
+            omegas.append(pm.Deterministic(f"omega_{p.name}", pt.abs(v)))
+            scales.append(v)
+        else:
+            omegas.append(p.iiv.to_pymc(f"omega_{p.name}"))
+            scales.append(omegas[-1])
+    pm.Deterministic("omega", pt.stack(omegas), dims="iiv")
+    return pt.stack(scales)
+
+
+def _typical(mu: Mapping[str, Any], shift: Mapping[str, Any], names: Sequence[str],
+             n_s: int) -> Any:
+    """Typical values on the transformed scale, covariate effects included (subject, name)."""
+    return pt.stack([mu[n] + shift[n] * pt.ones(n_s) for n in names], axis=1)
 
 
 def transformed_name(name: str, scale: str) -> str:
@@ -252,11 +146,6 @@ def _individual(spec: ModelSpec, mu: Mapping[str, Any], shift: Mapping[str, Any]
     return out
 
 
-def iiv_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str]:
-    """Parameters with a random effect in the model: those with IIV that are not fixed."""
-    return [p.name for p in spec.parameters if p.iiv is not None and p.name not in options.fixed]
-
-
 def centering_matrix(centered: Any, iiv_names: Sequence[str], n_subjects: int) -> np.ndarray:
     """Centring weights (subject, random effect) from ``PopulationOptions.centered``.
 
@@ -299,6 +188,7 @@ def build_model(
     options: PopulationOptions | None = None,
     fused: bool = False,
     centering: np.ndarray | None = None,
+    whitening: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pm.Model:
     """Build the hierarchical PyMC model of ``pdata`` under ``spec``.
 
@@ -405,7 +295,15 @@ def build_model(
         # random effects
         n_s = pdata.n_subjects
         if iiv:
-            if opts.correlated:
+            if whitening is not None:
+                sigma_vars = {a: spec.output(a).sigma.to_pymc(f"sigma_{a}")
+                              for a in pdata.analytes}
+                eta = whitened_block(
+                    _iiv_sds(iiv, iiv_sd_forms(spec, opts)),
+                    _typical(mu, shift, whitened_parameters(spec, opts), n_s), whitening,
+                    {a: (sigma_vars[a], opts.error.get(a, spec.output(a).error))
+                     for a in pdata.analytes})
+            elif opts.correlated:
                 if any(p.iiv.dist != "HalfNormal" for p in iiv):
                     raise ModelSpecError("correlated random effects need HalfNormal IIV priors")
                 sd = np.array([p.iiv.params["sigma"] for p in iiv])
@@ -422,24 +320,14 @@ def build_model(
                     raise ModelSpecError(f"centring weights must be a ({n_s}, "
                                          f"{len(iiv_names)}) array in [0, 1]")
                 plain = centering is None and not lam.any()
-                forms = iiv_sd_forms(spec, opts, centering)
-                omegas, scales = [], []
-                for p in iiv:
-                    if forms.get(p.name) == "signed":   # omega = |v|, eta = v z
-                        v = _signed_sd(p.iiv, f"omega_{p.name}_signed")
-                        omegas.append(pm.Deterministic(f"omega_{p.name}", pt.abs(v)))
-                        scales.append(v)
-                    else:
-                        omegas.append(p.iiv.to_pymc(f"omega_{p.name}"))
-                        scales.append(omegas[-1])
-                omega = pm.Deterministic("omega", pt.stack(omegas), dims="iiv")
+                scales = _iiv_sds(iiv, iiv_sd_forms(spec, opts, centering))
+                omega = model["omega"]
                 if plain:                               # non-centred: eta = omega z
                     z = pm.Normal("z", 0.0, 1.0, dims=("subject", "iiv"))
-                    eta = z * pt.stack(scales)
+                    eta = z * scales
                 else:
                     eta = _partially_centred(pm.Data("centering", lam, dims=("subject", "iiv")),
-                                             omega, pt.stack([mu[n] + shift[n] * pt.ones(n_s)
-                                                              for n in iiv_names], axis=1))
+                                             omega, _typical(mu, shift, iiv_names, n_s))
             pm.Deterministic("eta", eta, dims=("subject", "iiv"))
         else:
             eta = None
@@ -471,7 +359,8 @@ def build_model(
             sel = np.flatnonzero(pdata.analyte_index == a_i)
             blq = pdata.blq[sel]
             value = np.where(blq, pdata.lloq[sel], pdata.dv[sel])
-            sigma = out.sigma.to_pymc(f"sigma_{a}")
+            sigma = (sigma_vars[a] if whitening is not None and iiv
+                     else out.sigma.to_pymc(f"sigma_{a}"))
             sig_args = [sigma]
             if err == "combined":
                 sig_args.append((out.sigma_prop or out.sigma).to_pymc(f"sigma_prop_{a}"))

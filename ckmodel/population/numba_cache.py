@@ -29,7 +29,7 @@ __all__ = ["CODE_VERSION", "register_cached"]
 
 # hand-written numba code around the generated functions (and the constants it uses)
 _SOURCES = ("codegen.py", "ode_kernel.py", "ode_op.py", "ode_loglik.py", "closed_kernel.py",
-            "closed_loglik.py", "residual.py", "numba_cache.py")
+            "closed_loglik.py", "residual.py", "numba_cache.py", "whitening_op.py")
 
 
 def _code_version() -> int:

@@ -78,7 +78,7 @@ def test_centering_options_and_their_checks():
         PopulationOptions(centered={"rho": 1.5}).check(spec)
     with pytest.raises(ModelSpecError, match="not a parameter"):
         PopulationOptions(centered=("kel",)).check(spec)
-    with pytest.raises(ModelSpecError, match="'shrinkage'"):
+    with pytest.raises(ModelSpecError, match="auto, whitened, shrinkage"):
         PopulationOptions(centered="yes").check(spec)
     with pytest.raises(ModelSpecError, match="cannot be combined"):
         PopulationOptions(centered=("rho",), correlated=True).check(spec)

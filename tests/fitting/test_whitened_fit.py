@@ -1,0 +1,101 @@
+"""Fits with whitened random effects: asked for, and chosen by ``centered="auto"``.
+
+Real nutpie sampling on the session's simulated 24 subjects, seeded. Each fit's convergence
+checks are asserted before anything is compared; the oracle for the posterior is the converged
+non-centred fit of the same data (``small_fit``): the whitened form is the same model, so the
+typical values' posterior medians must agree within Monte Carlo error (2 MCSE of each, with
+bulk ESS >= 400 each: well under 0.1 posterior SD).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ckmodel.errors import ConvergenceWarning
+from ckmodel.fitting import fit
+from ckmodel.fitting import run as run_module
+from ckmodel.fitting.run_length import geometry_failed
+from ckmodel.population.model import PopulationOptions
+
+
+@pytest.fixture(scope="module")
+def whitened_fit(sim_data):
+    data, _ = sim_data
+    res = fit(data, "expansion_biphasic", draws=1000, tune=1000, chains=4, seed=2,
+              options=PopulationOptions(centered="whitened"), progressbar=False)
+    assert res.meta["convergence"]["ok"], res.meta["convergence"]["problems"]
+    return res
+
+
+def test_whitened_fit_agrees_with_the_non_centred_fit(whitened_fit, small_fit):
+    import arviz as az
+
+    for p in ("rho", "tmax", "alpha", "f0", "beta", "fb"):
+        a = small_fit.posterior[f"{p}_pop"]
+        b = whitened_fit.posterior[f"{p}_pop"]
+        sd = float(np.log(a).std())
+        mcse = float(az.mcse(np.log(a)).to_array().max() + az.mcse(np.log(b)).to_array().max())
+        diff = abs(float(np.log(a).mean() - np.log(b).mean()))
+        assert diff < 4 * mcse + 0.1 * sd, (p, diff, mcse, sd)
+
+
+def test_whitened_fit_records_what_it_did(whitened_fit):
+    meta = whitened_fit.meta
+    assert meta["whitened"]["after"].startswith("a pilot run of")
+    assert meta["pilot"]["draws"] > 0
+    assert all(a["random_effects"] == "whitened" for a in meta["attempts"])
+    assert meta["iiv_sd"]["rho"] == "signed"
+    # the predictive groups come from the whitened model too
+    assert "y_PB_QPCR" in whitened_fit.idata.posterior_predictive
+
+
+def _warned_iff_not_converged(caught, res):
+    """These short fits test the switch, not convergence: a ConvergenceWarning is raised
+    exactly when the fit's own verdict is not ok (kept, not silenced)."""
+    warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    assert warned == (not res.meta["convergence"]["ok"])
+
+
+def test_geometry_failures_are_divergences_and_low_bfmi():
+    assert geometry_failed({"divergences": 3, "min_bfmi": 0.8})
+    assert geometry_failed({"divergences": 0, "min_bfmi": 0.2})
+    assert not geometry_failed({"divergences": 0, "min_bfmi": 0.5, "max_rhat": 1.2})
+
+
+def test_auto_samples_again_whitened_after_a_geometry_failure(sim_data, monkeypatch):
+    """The switch itself, made to happen: the first verdict is taken as a geometry failure."""
+    data, _ = sim_data
+    calls = []
+
+    def first_fails(verdict):
+        calls.append(verdict)
+        return len(calls) == 1
+
+    monkeypatch.setattr(run_module, "geometry_failed", first_fails)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        res = fit(data, "expansion_biphasic", draws=300, tune=300, chains=2, seed=4,
+                  progressbar=False, until_converged=600, posterior_predictive=False,
+                  log_likelihood=False)
+    _warned_iff_not_converged(caught, res)
+    meta = res.meta
+    assert meta["whitened"]["after"].startswith("the non-centred run")
+    kinds = [a["random_effects"] for a in meta["attempts"]]
+    assert kinds[0] == "non-centred" and kinds[-1] == "whitened"
+    assert "z" in res.posterior
+
+
+def test_none_never_switches(sim_data, monkeypatch):
+    data, _ = sim_data
+    monkeypatch.setattr(run_module, "geometry_failed", lambda verdict: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        res = fit(data, "expansion_biphasic", draws=200, tune=200, chains=2, seed=4,
+                  progressbar=False, until_converged=60, posterior_predictive=False,
+                  log_likelihood=False, options=PopulationOptions(centered=()))
+    _warned_iff_not_converged(caught, res)
+    assert res.meta["whitened"] is None
+    assert all("random_effects" not in a for a in res.meta["attempts"])
