@@ -16,6 +16,7 @@ ESS with the parameter, ESS/s of that parameter, and whether the fit converged.
     python benchmarks/bench_sparse.py --mass-matrix low_rank --target-accept 0.95
     python benchmarks/bench_sparse.py --until-converged 0   # one run of --draws, as before
     python benchmarks/bench_sparse.py --centered shrinkage  # centring weights from a pilot
+    python benchmarks/bench_sparse.py --centered whitened --centered none   # whitened, never
     python benchmarks/bench_sparse.py --iiv-sd log          # IIV SDs on the log scale (before)
 """
 
@@ -94,7 +95,8 @@ def main() -> None:
                     help="time budget in seconds (0: one run)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    settings = [c if c in ("auto", "shrinkage", "whitened") else tuple(x for x in c.split(",") if x)
+    settings = [c if c in ("auto", "shrinkage", "whitened")
+                else tuple(x for x in c.split(",") if x and x != "none")
                 for c in (args.centered or ["auto"])]
     rows = [one(int(s), c, args) for c in settings for s in args.seeds.split(",")]
     cols = list(rows[0])
