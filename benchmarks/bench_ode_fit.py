@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="sampler seed (default %(default)s)")
     ap.add_argument("--iiv-sd", default="auto", choices=("auto", "signed", "log"),
                     help="how the IIV SDs are sampled, with --e2e (PopulationOptions.iiv_sd)")
+    ap.add_argument("--centered", default="auto", choices=("auto", "whitened", "none"),
+                    help="parametrisation of the random effects, with --e2e "
+                         "(PopulationOptions.centered; none: non-centred, never whitened)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     import arviz as az
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = B.simulated_data(B.ODE, n=args.n)
     if args.e2e:
-        return fit_e2e(data, args.chains, args.seed, args.iiv_sd)
+        return fit_e2e(data, args.chains, args.seed, args.iiv_sd, args.centered)
     spec, pdata, model, _ = B.build(B.ODE, data, fused=True)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records, analytes "
           f"{', '.join(pdata.analytes)}", flush=True)
@@ -90,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto") -> int:
+def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto",
+            centered: str = "auto") -> int:
     """``ckmodel.fit`` with its defaults on ``data``; prints wall time and diagnostics."""
     import ckmodel
 
     t0 = time.perf_counter()
     fit = ckmodel.fit(data, "antigen_driven", seed=seed, chains=chains, progressbar=False,
-                      options=ckmodel.PopulationOptions(iiv_sd=iiv_sd))
+                      options=ckmodel.PopulationOptions(
+                          iiv_sd=iiv_sd, centered=() if centered == "none" else centered))
     wall = time.perf_counter() - t0
     conv, m = fit.meta["convergence"], fit.meta
     print(f"ckmodel.fit end to end {wall:.0f} s ({wall / 60:.1f} min), IIV SDs {iiv_sd}: "
@@ -108,6 +113,9 @@ def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto") -> i
           f"{conv.get('max_rhat', float('nan')):.3f}, min bulk ESS "
           f"{conv.get('min_ess_bulk', float('nan')):.0f}, lagging chains "
           f"{conv.get('lagging_chains')}")
+    print("runs: " + "; ".join(f"{a.get('random_effects', 'non-centred')} {a['tune']}+"
+                               f"{a['draws']} ({a['seconds']:.0f} s, {a.get('divergences')} "
+                               "divergences)" for a in m.get("attempts") or []))
     return 0
 
 

@@ -129,7 +129,9 @@ def fit(
     analytes : sequence of str, optional
         Analytes to fit (default: every data analyte the model predicts).
     options : PopulationOptions, optional
-        Centred/correlated effects, error-model overrides, BLQ method (M3/M1), fixed parameters.
+        Parametrisation of the random effects (``centered``: ``"auto"``, ``"whitened"``,
+        ``"shrinkage"``, names to centre), correlated effects, error-model overrides, BLQ
+        method (M3/M1), fixed parameters.
     target_accept : float
         NUTS target acceptance rate.
     cores : int, optional
@@ -152,7 +154,11 @@ def fit(
         ESS or the worst R-hat asks for (1.5x to 4x), warm-up doubles when there were
         divergences or a stuck chain (:mod:`ckmodel.fitting.run_length`), while the next run fits in
         the budget; every run is recorded in ``meta["attempts"]`` and the last one is kept.
-        MCMC samplers only.
+        Under ``options.centered="auto"`` (the default) a first, non-centred run that
+        diverges or has an E-BFMI below 0.3 ends at its first check, and the fit samples
+        again with whitened random effects built from it (:mod:`ckmodel.population.whitening`;
+        ``meta["whitened"]``, each attempt's ``random_effects``), when at least a quarter of
+        the budget is left. MCMC samplers only.
 
     Returns
     -------
