@@ -45,7 +45,7 @@ ERROR_CHOICES = ("log_normal", "proportional", "additive", "combined", "student_
 #: that ``--help`` starts without importing PyMC (tests/test_cli.py checks that they agree);
 #: PopulationOptions.check refuses any other value
 IIV_SD_CHOICES = ("auto", "signed", "log")
-#: ``--centered`` modes: ckmodel.population.model.CENTRING_MODES, written out for the same
+#: ``--centered`` modes: ckmodel.population.options.CENTRING_MODES, written out for the same
 #: reason (tests/test_cli.py checks that they agree)
 CENTRING_MODES = ("auto", "whitened", "shrinkage")
 #: ``--until-converged`` default: ckmodel.fitting.UNTIL_CONVERGED, written out so that the

@@ -113,4 +113,3 @@ def _describe_weights(meta: Mapping[str, Any]) -> str:
         return "centring weights: " + ", ".join(f"{k} {float(v):.2f}" for k, v in
                                                 centered.items())
     return "centred: " + ", ".join(centered)
-

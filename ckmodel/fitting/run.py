@@ -157,8 +157,10 @@ def fit(
         Under ``options.centered="auto"`` (the default) a first, non-centred run that
         diverges or has an E-BFMI below 0.3 ends at its first check, and the fit samples
         again with whitened random effects built from it (:mod:`ckmodel.population.whitening`;
-        ``meta["whitened"]``, each attempt's ``random_effects``), when at least a quarter of
-        the budget is left. MCMC samplers only.
+        ``meta["whitened"]``, each attempt's ``random_effects``; the whitening itself is
+        saved in ``constant_data``), when at least a quarter of the budget is left: so
+        whether a fit switches depends on the machine's speed as well as on the seed. nutpie
+        and PyMC's NUTS only (no JAX implementation). MCMC samplers only.
 
     Returns
     -------
@@ -199,10 +201,15 @@ def fit(
                  and sampler in MCMC_SAMPLERS)
     centering = np.zeros((pdata.n_subjects, len(iiv_names))) if pilot_run else None
     # whitened random effects: asked for (after a pilot), or under "auto" when the
-    # non-centred run fails in a way more draws do not mend (ckmodel.population.whitening)
-    can_whiten = not opts.correlated and bool(iiv_names) and sampler in MCMC_SAMPLERS
+    # non-centred run fails in a way more draws do not mend (ckmodel.population.whitening);
+    # the whitening Op has numba and Python implementations, not JAX
+    can_whiten = not opts.correlated and bool(iiv_names) and sampler in ("nutpie", "pymc")
     whiten_now = opts.centered == "whitened" and can_whiten
     switch = opts.centered == "auto" and can_whiten and until_converged is not None
+    if opts.centered == "whitened" and not can_whiten:
+        log.warning("random effects not whitened (asked for with centered='whitened'): %s; "
+                    "they are sampled non-centred", "the model has no random effects"
+                    if not iiv_names else f"the {sampler} sampler cannot run the whitening")
     pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
                            centering=centering)
     # analytes whose likelihood is a potential (closed form: summed in each analyte's kernel;
@@ -221,35 +228,38 @@ def fit(
     run.compile()
     t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
+    t_pilot = 0.0
     if pilot_run:
         pilot = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed)
         centering = shrinkage_weights(pilot)
         run.set_data("centering", centering)
+        t_pilot = time.perf_counter() - t0
         log.info("centring weights from a pilot run of %d + %d steps per chain (%.1f s): %s",
-                 PILOT_TUNE, PILOT_DRAWS, time.perf_counter() - t0,
+                 PILOT_TUNE, PILOT_DRAWS, t_pilot,
                  ", ".join(f"{k} {v['median']:.2f}" for k, v in
                            centering_summary(centering, iiv_names).items()))
-    whitening, whitened, t_recompile = None, None, 0.0
+    whitening, whitened, t_rebuild = None, None, 0.0
     if whiten_now:
         first, attempts = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed), []
+        t_pilot = time.perf_counter() - t0
         whitened = {"after": f"a pilot run of {PILOT_TUNE} + {PILOT_DRAWS} steps per chain"}
     else:
         first, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
                                     budget=until_converged if sampler in MCMC_SAMPLERS
                                     else None, stop_on_geometry=switch)
-        verdict = check_convergence(first, warn=False)
+        verdict = check_convergence(first, warn=False) if switch else {}
         if switch and geometry_failed(verdict):
-            left = until_converged - (time.perf_counter() - t0)
-            if left > 0.25 * until_converged:
-                whitened = {"after": "the non-centred run: " + "; ".join(
-                    p.split(":")[0] for p in verdict["problems"][:3])}
+            problems = "; ".join(p.split(":")[0].split(" (")[0] for p in verdict["problems"][:3])
+            # the switch depends on time left as well as on the seed: said in the fit's meta
+            if until_converged - (time.perf_counter() - t0) > 0.25 * until_converged:
+                whitened = {"after": f"the non-centred run ({problems})"}
             else:
                 log.warning("the non-centred run failed (%s) with too little of the time "
                             "budget left to sample again with whitened random effects",
-                            "; ".join(verdict["problems"][:2]))
-    t_pilot = time.perf_counter() - t0 if (whitened or pilot_run) else 0.0
-    idata = first
+                            problems)
     if whitened is not None:
+        whitened["seconds_before"] = round(time.perf_counter() - t0, 2)
+        t1 = time.perf_counter()
         active = whitened_parameters(spec, opts)
         errs = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
         whitening = whitening_from_posterior(first, spec, pdata, active, errs, opts.method,
@@ -259,21 +269,21 @@ def fit(
         pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
                                whitening=whitening)
         run = Sampler(pm_model, **settings)
-        t1 = time.perf_counter()
         run.compile()
-        t_recompile = time.perf_counter() - t1
-        t_compile += t_recompile
+        t_rebuild = time.perf_counter() - t1           # counted as compile time
+        t_compile += t_rebuild
         for a in attempts:
             a["random_effects"] = "non-centred"
-        budget = (until_converged - (time.perf_counter() - t0)
+        budget = (max(until_converged - (time.perf_counter() - t0), 1.0)
                   if until_converged is not None and sampler in MCMC_SAMPLERS else None)
-        idata, more = run_until(run, draws=draws, tune=tune, seed=seed + len(attempts),
+        first, more = run_until(run, draws=draws, tune=tune, seed=seed + len(attempts) + 1,
                                 budget=budget)
         for a in more:
             a["random_effects"] = "whitened"
         attempts = attempts + more
+    idata = first
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
-    t_sample = time.perf_counter() - t0 - t_recompile
+    t_sample = time.perf_counter() - t0 - t_rebuild
     import pymc as pm
 
     if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
@@ -311,6 +321,15 @@ def fit(
         const["centering"] = xr.DataArray(centering, dims=("subject", "iiv"),
                                           coords={"subject": list(pdata.subjects),
                                                   "iiv": iiv_names})
+    if whitening is not None:      # what maps the saved z back to eta (whitening.py)
+        names = whitened_parameters(spec, opts)
+        const["whiten_mean"] = xr.DataArray(whitening[0], dims=("subject", "whitened"),
+                                            coords={"subject": list(pdata.subjects),
+                                                    "whitened": names})
+        const["whiten_info"] = xr.DataArray(
+            whitening[1], dims=("subject", "analyte", "whitened", "whitened_2"),
+            coords={"subject": list(pdata.subjects), "analyte": list(pdata.analytes),
+                    "whitened": names, "whitened_2": names})
     idata.add_groups(observed_data=xr.Dataset(obs), constant_data=const)
     error_models = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
     meta = {
@@ -336,7 +355,7 @@ def fit(
         "iiv_sd": iiv_sd_forms(spec, opts, centering),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
                   if pilot_run or whiten_now else None),
-        "whitened": (dict(whitened, seconds_before=round(t_pilot, 2)) if whitened else None),
+        "whitened": whitened,
         "versions": package_versions(),
     }
     if until_converged is not None:

@@ -13,7 +13,9 @@ half-distribution are sampled in *signed* form (``iiv_sd``, :func:`iiv_sd_forms`
 Cauchy for HalfCauchy, StudentT for HalfStudentT) and ``eta_ip = v_p z_ip``; since ``z_ip`` is
 symmetric, ``(omega_p, eta_ip)`` have exactly the same joint distribution as before, but the
 sampler no longer works on ``log omega_p``, whose long tail towards zero is what a weakly
-informed IIV SD makes slow to cross. ``correlated=True`` gives
+informed IIV SD makes slow to cross. ``whitening=`` samples each subject's effects in the
+coordinates of their normal conditional posterior (:mod:`ckmodel.population.whitening`; the
+fit's ``centered="auto"`` or ``"whitened"``). ``correlated=True`` gives
 eta_i = L z_i with an LKJ prior on the correlation. mu_p has the spec's typical-value prior
 (Normal on the transformed scale when the prior is LogNormal/LogitNormal/Normal), omega_p its
 IIV prior. Each fitted analyte has its own residual error model and SD; BLQ records
@@ -220,6 +222,11 @@ def build_model(
         Centring weights (subject, random effect) in [0, 1], overriding ``options.centered``;
         held in a data container ``centering``, so that a compiled model can be given new
         weights without recompiling (:mod:`ckmodel.fitting.centering`).
+    whitening : (ndarray, ndarray), optional
+        ``(mean, info)`` from :func:`ckmodel.population.whitening.whitening_from_posterior`:
+        the random effects are whitened (``z`` flat, the potential ``random_effects`` their
+        prior with the map's Jacobian, :mod:`ckmodel.population.whitening`); the arrays are
+        constants of the graph.
 
     Returns
     -------
@@ -228,7 +235,7 @@ def build_model(
         SDs; in signed form ``omega_<p>_signed``, with ``omega_<p> = |omega_<p>_signed|`` a
         deterministic, see :func:`iiv_sd_forms`), ``z`` (random effects, standardised or
         (partially) centred, see
-        :func:`centering_matrix`), ``beta`` (covariate coefficients) and ``sigma_<A>``
+        :func:`centering_matrix`; or whitened), ``beta`` (covariate coefficients) and ``sigma_<A>``
         per analyte. Deterministics: ``<p>_pop`` (typical values), ``eta`` and ``theta``
         (subject x parameter, natural scale). Observed: ``y_<A>`` per analyte.
     """

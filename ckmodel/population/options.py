@@ -170,7 +170,6 @@ def iiv_sd_forms(spec: ModelSpec, options: PopulationOptions,
             for n in names}
 
 
-
 def iiv_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str]:
     """Parameters with a random effect in the model: those with IIV that are not fixed."""
     return [p.name for p in spec.parameters if p.iiv is not None and p.name not in options.fixed]

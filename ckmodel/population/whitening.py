@@ -22,8 +22,8 @@ parameters at unit residual SD (from the model's sensitivities, :func:`data_info
 ``m_i`` the subject's parameters on the transformed scale from an earlier run (a pilot, or
 the non-centred run that failed) and ``mu_i`` the typical values (covariate effects included).
 Parameters without a random effect are columns of ``H_i``: when one moves, the subjects'
-effects move with it as their data ask. ``zeta_i`` has mean ``P_i^-1 H_i (m_i - mu_i) / v`` and
-covariance ``P_i^-1 / v^2`` with ``P_i = H_i,ee + diag(1 / omega^2)``, the normal conditional
+effects move with it as their data ask. ``eta_i`` has mean ``P_i^-1 H_i (m_i - mu_i)`` and
+covariance ``P_i^-1`` with ``P_i = H_i,ee + diag(1 / omega^2)``, the normal conditional
 posterior of the effects. The map from ``u_i`` to ``eta_i`` is affine given the
 hyperparameters, so the model is unchanged: ``eta_i ~ N(0, omega)``, whose density with the
 Jacobian is ``-|zeta_i|^2 / 2 - sum log diag L_i`` (+ const). Where the normal approximation
@@ -43,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from ckmodel.population.options import PopulationOptions, iiv_parameters
 from ckmodel.population.prepare import PopulationData
+from ckmodel.population.residual import TINY
 from ckmodel.population.whitening_op import WhitenOp
 from ckmodel.spec.model import ModelSpec, from_scale, to_scale
 
@@ -131,15 +133,26 @@ def whitened_block(scales: Any, typical: Any, whitening: tuple[np.ndarray, np.nd
     return eta
 
 
-def whitened_parameters(spec: ModelSpec, options: Any) -> list[str]:
+def whitened_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str]:
     """Parameters the whitening sees: those with a random effect first, then the others.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    options : PopulationOptions
+        Its fixed parameters are left out.
+
+    Returns
+    -------
+    list of str
+        The random effects in the model's ``iiv`` order, then the parameters without one.
 
     Parameters without a random effect enter through the data's joint information: when such
     a typical value moves, each subject's effects move with it as the data ask (the
     conditional mean's shift), instead of every whitened coordinate having to move at once.
     Fixed parameters are left out.
     """
-    iiv = [p.name for p in spec.parameters if p.iiv is not None and p.name not in options.fixed]
+    iiv = iiv_parameters(spec, options)
     return iiv + [p.name for p in spec.parameters
                   if p.name not in iiv and p.name not in options.fixed]
 
@@ -157,6 +170,8 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
     theta : ndarray
         Individual parameters, natural scale (subject, parameter), where the sensitivities
         are taken (a pilot's posterior means).
+    method, ode_options
+        How the predictions are made (``PopulationOptions.method`` and ``.ode``).
     names : sequence of str
         :func:`whitened_parameters`: those with a random effect first, in the model's
         ``iiv`` order, then the others.
@@ -173,7 +188,10 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
         log for log-scale error models) to the parameters on their transformed scale (central
         differences of step :data:`FD_STEP`), divided by the
         residual variance for the combined model and at unit SD otherwise. Records below the
-        LLOQ carry little information and are left out of this approximation.
+        LLOQ carry little information and are left out. This is the information about the
+        prediction's location only (the proportional model's variance term and the combined
+        model's variance derivative are left out): it shapes the sampler's coordinates, never
+        the model, so an approximation costs efficiency, not exactness.
     """
     import pytensor
     import pytensor.tensor as pt
@@ -204,13 +222,16 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
         keep = ~pdata.blq[sel]
         subj = pdata.subject_index[sel][keep]
         err = errors[a]
-        fa = np.maximum(np.asarray(base[a_i], dtype=float)[keep], 1e-300)
+        raw = np.asarray(base[a_i], dtype=float)[keep]
+        fa = np.maximum(raw, TINY)
         cols_s = []
         for k in range(q):
             hi = np.asarray(sens[k][0][a_i], dtype=float)[keep]
             lo = np.asarray(sens[k][1][a_i], dtype=float)[keep]
             if SIGMA_SCALED.get(err) == "log" or err == "combined":
-                d = (np.log(np.maximum(hi, 1e-300)) - np.log(np.maximum(lo, 1e-300)))
+                # a prediction at the floor has no usable log-sensitivity: none is taken
+                flat = (raw <= TINY) | (hi <= TINY) | (lo <= TINY)
+                d = np.where(flat, 0.0, np.log(np.maximum(hi, TINY)) - np.log(np.maximum(lo, TINY)))
                 if err == "combined":
                     s1, s2 = sigmas[a]
                     d = d * fa / np.sqrt(s1**2 + (s2 * fa) ** 2)
@@ -236,8 +257,14 @@ def whitening_from_posterior(idata: Any, spec: ModelSpec, pdata: PopulationData,
     idata : arviz.InferenceData
         A posterior of the same model and data with ``theta`` (subject x parameter) and
         ``sigma_<A>`` (and ``sigma_prop_<A>`` for the combined model).
+    spec, pdata
+        The model and its records.
     names : sequence of str
         :func:`whitened_parameters`.
+    errors : mapping of str to str
+        Error model per analyte.
+    method, ode_options
+        How the predictions are made (``PopulationOptions.method`` and ``.ode``).
 
     Returns
     -------

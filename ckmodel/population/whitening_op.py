@@ -108,7 +108,30 @@ def _subject(u: np.ndarray, typ: np.ndarray, v: np.ndarray, scales: np.ndarray,
 @numba.njit(cache=True, error_model="numpy")
 def whiten_forward(u: np.ndarray, typ: np.ndarray, v: np.ndarray, scales: np.ndarray,
                    info: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, float]:
-    """Random effects ``eta`` (subject, effect) and the log-density term (prior + Jacobian)."""
+    """Random effects ``eta`` (subject, effect) and the log-density term (prior + Jacobian).
+
+    Parameters
+    ----------
+    u : ndarray
+        Whitened coordinates (subject, effect).
+    typ : ndarray
+        Typical values on the transformed scale (subject, parameter): the effects first, then
+        the parameters without one (``whitening.whitened_parameters``).
+    v : ndarray
+        IIV SDs of the effects (effect,), signed or positive; transformed-scale units.
+    scales : ndarray
+        Per analyte the factor of its information (``1 / sigma_a^2``, or 1).
+    info : ndarray
+        Data information at unit residual SD (subject, analyte, parameter, parameter).
+    mean : ndarray
+        The subjects' parameters from an earlier run (subject, parameter).
+
+    Returns
+    -------
+    eta : ndarray
+    logp : float
+        ``-|zeta|^2 / 2 - sum log diag L - (q / 2) log 2 pi``, summed over subjects.
+    """
     n, q = u.shape
     n_all = typ.shape[1]
     eta = np.empty((n, q))
@@ -131,7 +154,12 @@ def whiten_forward(u: np.ndarray, typ: np.ndarray, v: np.ndarray, scales: np.nda
 def whiten_backward(u: np.ndarray, typ: np.ndarray, v: np.ndarray, scales: np.ndarray,
                     info: np.ndarray, mean: np.ndarray, g_eta: np.ndarray, g_lp: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``sum(g_eta * eta) + g_lp * logp`` in ``u``, ``typ``, ``v``, ``scales``."""
+    """Gradients of ``sum(g_eta * eta) + g_lp * logp`` in ``u``, ``typ``, ``v``, ``scales``.
+
+    The inputs are those of :func:`whiten_forward` with the upstream gradients ``g_eta``
+    (subject, effect) and ``g_lp``; the outputs have the shapes of ``u``, ``typ``, ``v`` and
+    ``scales``.
+    """
     n, q = u.shape
     n_all = typ.shape[1]
     n_a = scales.shape[0]

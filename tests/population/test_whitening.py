@@ -119,26 +119,34 @@ def setup():
     return spec, pdata
 
 
-def test_data_information_matches_the_closed_forms_exact_jacobian(setup):
+@pytest.mark.parametrize("error", ["log_normal", "proportional", "student_t", "additive",
+                                   "combined"])
+def test_data_information_matches_the_closed_forms_exact_jacobian(setup, error):
     spec, pdata = setup
     rng = np.random.default_rng(6)
     theta = np.array([[p.value for p in spec.parameters]] * pdata.n_subjects)
     theta = theta * np.exp(rng.normal(0.0, 0.1, theta.shape))
     names = whitened_parameters(spec, PopulationOptions())
-    info = data_information(spec, pdata, theta, names, {"PB_QPCR": "log_normal"},
-                            {"PB_QPCR": (0.5, None)})
+    s1, s2 = 30.0, 0.4
+    info = data_information(spec, pdata, theta, names, {"PB_QPCR": error},
+                            {"PB_QPCR": (s1, s2)})
     pred, jac = closed_kernels(spec, pdata)["PB_QPCR"](theta)
     scales = [p.scale for p in spec.parameters]
-    # d log f / d g(theta) = (df / dtheta) (dtheta / dg) / f, dtheta/dg = theta (log scale)
-    # or theta (1 - theta) (logit)
+    # d f / d g(theta) = (df / dtheta) (dtheta / dg): theta (log scale), theta (1 - theta)
+    # (logit: fb)
     rec = pdata.subject_index
     dtheta = np.where(np.array(scales) == "logit", theta * (1 - theta), theta)[rec]
-    sens = jac * dtheta / pred[:, None]
+    dfdg = jac * dtheta
+    sens = {"log_normal": dfdg / pred[:, None], "proportional": dfdg / pred[:, None],
+            "student_t": dfdg / pred[:, None] * np.sqrt((4.0 + 1) / (4.0 + 3)),
+            "additive": dfdg,
+            "combined": dfdg / np.sqrt(s1**2 + (s2 * pred[:, None]) ** 2)}[error]
     keep = ~pdata.blq
     cols = [spec.param_names.index(n) for n in names]
     for i in range(pdata.n_subjects):
         s = sens[keep & (rec == i)][:, cols]
-        np.testing.assert_allclose(info[i, 0], s.T @ s, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(info[i, 0], s.T @ s, rtol=1e-5, atol=1e-8 * np.abs(
+            s.T @ s).max())
 
 
 def _whitened_pair(spec, pdata, info_scale):
