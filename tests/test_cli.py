@@ -127,6 +127,8 @@ def test_demo_without_fit(tmp_path):
     (["fit", "{ck}", "--centered", "rho=2"], "rho=2"),
     (["fit", "{ck}", "--centered", "rho=half"], "--centered"),
     (["fit", "{ck}", "--centered", "none", "--centered", "rho"], "--centered"),
+    (["fit", "{ck}", "--centered", "whitened", "--centered", "rho"], "--centered"),
+    (["fit", "{ck}", "--centered", "whitened", "--correlated"], "--correlated"),
     (["fit", "{ck}", "--iiv-sd", "folded"], "--iiv-sd"),
     (["fit", "{ck}", "--iiv-sd", "signed", "--centered", "rho"], "--iiv-sd log"),
     (["fit", "{ck}", "--iiv-sd", "signed", "--iiv", "rho=Exponential(5)"], "--iiv-sd auto"),
@@ -143,6 +145,16 @@ def test_bad_options_are_refused_before_any_work(args, option, tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert option in res.stderr and "Traceback" not in res.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_centered_modes_map_to_the_options():
+    from ckmodel.cli.fit_commands import _centering_option
+
+    assert _centering_option(None) == "auto"
+    assert _centering_option(["none"]) == ()
+    assert _centering_option(["whitened"]) == "whitened"
+    assert _centering_option(["auto"]) == "auto"
+    assert _centering_option(["rho", "tmax"]) == ("rho", "tmax")
 
 
 def test_messages_are_printed_literally(tmp_path):

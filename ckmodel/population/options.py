@@ -127,8 +127,9 @@ class PopulationOptions:
             raise ModelSpecError(f"iiv_sd (--iiv-sd) must be one of "
                                  f"{', '.join(IIV_SD_FORMS)}, got {self.iiv_sd!r}")
         if self.correlated and self.centered == "whitened":
-            raise ModelSpecError("whitened and correlated random effects cannot be combined; "
-                                 "use one or the other")
+            raise ModelSpecError("whitened and correlated random effects cannot be combined "
+                                 "(--centered whitened with --correlated; centered='whitened' "
+                                 "with correlated=True): use one or the other")
         if self.iiv_sd == "signed":
             if self.correlated or named or self.centered == "shrinkage":
                 raise ModelSpecError("the signed form of the IIV SDs (--iiv-sd signed, "
