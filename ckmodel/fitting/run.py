@@ -196,6 +196,7 @@ def fit(
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
     fused = sampler in FUSED_SAMPLERS
     iiv_names = iiv_parameters(spec, opts)
+    error_models = opts.error_models(spec, pdata.analytes)
     # centring chosen from the data: the model holds its weights as data, set after a pilot
     pilot_run = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
                  and sampler in MCMC_SAMPLERS)
@@ -247,9 +248,11 @@ def fit(
         first, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
                                     budget=until_converged if sampler in MCMC_SAMPLERS
                                     else None, stop_on_geometry=switch)
-        verdict = check_convergence(first, warn=False) if switch else {}
-        if switch and geometry_failed(verdict):
-            problems = "; ".join(p.split(":")[0].split(" (")[0] for p in verdict["problems"][:3])
+        last = attempts[-1]
+        if switch and geometry_failed(last):
+            bfmi = last["min_bfmi"]
+            problems = f"{last['divergences']} divergences, lowest E-BFMI " + (
+                "not recorded" if bfmi is None else f"{bfmi:.2f}")
             # the switch depends on time left as well as on the seed: said in the fit's meta
             if until_converged - (time.perf_counter() - t0) > 0.25 * until_converged:
                 whitened = {"after": f"the non-centred run ({problems})"}
@@ -261,9 +264,8 @@ def fit(
         whitened["seconds_before"] = round(time.perf_counter() - t0, 2)
         t1 = time.perf_counter()
         active = whitened_parameters(spec, opts)
-        errs = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
-        whitening = whitening_from_posterior(first, spec, pdata, active, errs, opts.method,
-                                             opts.ode)
+        whitening = whitening_from_posterior(first, spec, pdata, active, error_models,
+                                             opts.method, opts.ode)
         log.info("sampling again with random effects whitened by their conditional posterior "
                  "after %s", whitened["after"])
         pm_model = build_model(spec, pdata, covariates=effects, options=opts, fused=fused,
@@ -331,7 +333,6 @@ def fit(
             coords={"subject": list(pdata.subjects), "analyte": list(pdata.analytes),
                     "whitened": names, "whitened_2": names})
     idata.add_groups(observed_data=xr.Dataset(obs), constant_data=const)
-    error_models = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
     meta = {
         "sampler": sampler, "seed": seed, "draws": draws, "tune": tune, "chains": chains,
         "target_accept": run.target_accept, "mass_matrix": "low_rank" if low_rank else "diag",

@@ -83,11 +83,21 @@ def _more_draws_help(verdict: dict[str, Any]) -> bool:
 def geometry_failed(verdict: dict[str, Any]) -> bool:
     """Failures of the posterior's geometry: divergences or an E-BFMI below the threshold.
 
+    ``verdict``: a convergence verdict, or a run's record in ``meta["attempts"]``.
+
     Neither is mended by more draws of the same parametrisation; under
     ``centered="auto"`` :func:`ckmodel.fitting.fit` samples again with whitened random
     effects (:mod:`ckmodel.population.whitening`).
     """
-    return bool(verdict.get("divergences", 0)) or verdict.get("min_bfmi", 1.0) < BFMI_MIN
+    bfmi = verdict.get("min_bfmi")
+    return bool(verdict.get("divergences", 0)) or (bfmi is not None and bfmi < BFMI_MIN)
+
+
+def _facts(verdict: dict[str, Any]) -> dict[str, Any]:
+    """What a run's record keeps of its convergence verdict (``meta["attempts"]``)."""
+    return {"ok": verdict["ok"], "max_rhat": verdict.get("max_rhat"),
+            "min_ess_bulk": verdict.get("min_ess_bulk"),
+            "divergences": verdict.get("divergences", 0), "min_bfmi": verdict.get("min_bfmi")}
 
 
 def _complete_draws(trace: Any) -> int:
@@ -207,10 +217,8 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
     assert last is not None     # the first checkpoint is always reached
     idata, n, verdict = last
     entry = {"draws": n, "tune": tune, "seed": seed, "target_accept": run.target_accept,
-             "seconds": round(time.perf_counter() - t0, 2), "ok": verdict["ok"],
-             "max_rhat": verdict.get("max_rhat"), "min_ess_bulk": verdict.get("min_ess_bulk"),
-             "divergences": verdict.get("divergences", 0), "checked_at": checked,
-             "planned": cap}
+             "seconds": round(time.perf_counter() - t0, 2), **_facts(verdict),
+             "checked_at": checked, "planned": cap}
     return idata, entry, verdict
 
 
@@ -251,9 +259,7 @@ def run_until(run: Sampler, *, draws: int, tune: int, seed: int, budget: float |
             if budget is None:
                 return idata, attempts
             verdict = check_convergence(idata, warn=False)
-            entry.update(ok=verdict["ok"], max_rhat=verdict.get("max_rhat"),
-                         min_ess_bulk=verdict.get("min_ess_bulk"),
-                         divergences=verdict.get("divergences", 0))
+            entry.update(_facts(verdict))
         if not verdict["ok"] and stop_on_geometry and geometry_failed(verdict):
             return idata, attempts
         if verdict["ok"]:

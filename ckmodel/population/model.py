@@ -301,6 +301,7 @@ def build_model(
 
         # random effects
         n_s = pdata.n_subjects
+        errors = opts.error_models(spec, pdata.analytes)
         if iiv:
             if whitening is not None:
                 sigma_vars = {a: spec.output(a).sigma.to_pymc(f"sigma_{a}")
@@ -308,8 +309,7 @@ def build_model(
                 eta = whitened_block(
                     _iiv_sds(iiv, iiv_sd_forms(spec, opts)),
                     _typical(mu, shift, whitened_parameters(spec, opts), n_s), whitening,
-                    {a: (sigma_vars[a], opts.error.get(a, spec.output(a).error))
-                     for a in pdata.analytes})
+                    {a: (sigma_vars[a], errors[a]) for a in pdata.analytes})
             elif opts.correlated:
                 if any(p.iiv.dist != "HalfNormal" for p in iiv):
                     raise ModelSpecError("correlated random effects need HalfNormal IIV priors")
@@ -349,7 +349,6 @@ def build_model(
         # observed variables PyMC builds each analyte's log density on its own copy of the
         # graph, and the gradient then runs the adjoint solve once per analyte)
         ode_potentials = fused and ode
-        errors = {a: opts.error.get(a, spec.output(a).error) for a in pdata.analytes}
         # ODE with fusable error models: one compiled call solves, sums the likelihood of all
         # analytes and runs the adjoint (ckmodel.population.ode_loglik)
         ode_fused = (ode_potentials and all(e in FUSED_ERRORS for e in errors.values())

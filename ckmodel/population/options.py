@@ -72,6 +72,10 @@ class PopulationOptions:
     ode: Any = None
     iiv_sd: str = "auto"
 
+    def error_models(self, spec: ModelSpec, analytes: Sequence[str]) -> dict[str, str]:
+        """The residual error model of each analyte: this option's override, else the spec's."""
+        return {a: self.error.get(a, spec.output(a).error) for a in analytes}
+
     def check(self, spec: ModelSpec, effects: Sequence[CovariateEffect] = ()) -> None:
         """Refuse options that do not fit ``spec``, before any work, naming what is wrong.
 

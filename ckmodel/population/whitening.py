@@ -45,62 +45,30 @@ import numpy as np
 
 from ckmodel.population.options import PopulationOptions, iiv_parameters
 from ckmodel.population.prepare import PopulationData
-from ckmodel.population.residual import TINY
+from ckmodel.population.residual import RESIDUAL_MODELS, TINY
 from ckmodel.population.whitening_op import WhitenOp
 from ckmodel.spec.model import ModelSpec, from_scale, to_scale
 
-__all__ = ["whitened_block", "whitened_effects", "whitened_parameters", "data_information",
+__all__ = ["whitened_block", "whitened_parameters", "data_information",
            "whitening_from_posterior", "SIGMA_SCALED"]
 
 #: Error models whose information about the effects scales as ``1 / s1^2`` (on the log scale
-#: for log_normal, student_t and proportional; in DV units for additive). The combined model's
-#: information is taken at the pilot's SDs and held there.
-SIGMA_SCALED = {"log_normal": "log", "student_t": "log", "proportional": "log",
-                "additive": "linear"}
+#: for those that need a positive prediction, ``ResidualModel.positive``; in DV units for
+#: additive). The combined model's information is taken at the earlier run's SDs and held.
+SIGMA_SCALED = frozenset({"log_normal", "student_t", "proportional", "additive"})
 #: Step on the transformed scale of the central differences that give the sensitivities.
 FD_STEP = 1e-4
-
-
-def whitened_effects(u: Any, typical: Any, omega: Any, info: Any, mean: Any,
-                     precision_scales: Sequence[Any]) -> tuple[Any, Any]:
-    """Random effects from whitened coordinates, with the log-density terms they need.
-
-    Parameters
-    ----------
-    u : TensorVariable
-        Free coordinates (subject, effect).
-    typical : TensorVariable
-        Typical values on the transformed scale, covariate effects included (subject,
-        parameter), parameters as in :func:`whitened_parameters`.
-    omega : TensorVariable
-        IIV SDs (effect,), on the transformed scale; signed (``omega = |v|``) or positive.
-    info : TensorVariable
-        Data information per analyte at unit residual SD (subject, analyte, parameter,
-        parameter), parameters as in :func:`whitened_parameters`.
-    mean : TensorVariable
-        The subjects' parameters on the transformed scale from an earlier run (subject,
-        parameter).
-    precision_scales : sequence of TensorVariable
-        Per analyte, the factor of its information (``1 / sigma_a^2``, or 1).
-
-    Returns
-    -------
-    eta : TensorVariable
-        Random effects (subject, effect), ``eta_i ~ N(0, omega)`` under the returned term.
-    logp : TensorVariable
-        The prior of ``eta`` with the Jacobian of the map, ``-|zeta|^2 / 2 - sum log diag L``
-        (+ const), to be added to the model's log density (``u`` has no prior of its own).
-    """
-    import pytensor.tensor as pt
-
-    scales = pt.stack([pt.as_tensor_variable(s, dtype="float64") for s in precision_scales])
-    eta, logp = WhitenOp()(u, typical, omega, scales, info, mean)
-    return eta, logp
 
 
 def whitened_block(scales: Any, typical: Any, whitening: tuple[np.ndarray, np.ndarray],
                    residuals: Mapping[str, tuple[Any, str]]) -> Any:
     """The whitened random effects of a PyMC model being built: ``z``, the prior, ``eta``.
+
+    ``z`` are the coordinates ``u`` of the module's map, ``eta`` comes from
+    :class:`~ckmodel.population.whitening_op.WhitenOp`, and the potential is the prior of
+    ``eta`` with the map's Jacobian, ``-|zeta|^2 / 2 - sum log diag L`` (+ const); ``z`` has
+    no prior of its own. Each analyte's information is scaled by ``1 / sigma_a^2``
+    (:data:`SIGMA_SCALED` error models) or held.
 
     Parameters
     ----------
@@ -125,16 +93,21 @@ def whitened_block(scales: Any, typical: Any, whitening: tuple[np.ndarray, np.nd
     import pytensor.tensor as pt
 
     z = pm.Flat("z", dims=("subject", "iiv"))
-    eta, logp = whitened_effects(
-        z, typical, scales, pt.constant(np.asarray(whitening[1], dtype=float)),
-        pt.constant(np.asarray(whitening[0], dtype=float)),
-        [sd ** -2 if err in SIGMA_SCALED else pt.constant(1.0) for sd, err in residuals.values()])
+    precision = pt.stack([sd ** -2 if err in SIGMA_SCALED else pt.constant(1.0)
+                          for sd, err in residuals.values()])
+    eta, logp = WhitenOp()(z, typical, scales, precision,
+                           pt.constant(np.asarray(whitening[1], dtype=float)),
+                           pt.constant(np.asarray(whitening[0], dtype=float)))
     pm.Potential("random_effects", logp)
     return eta
 
 
 def whitened_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str]:
     """Parameters the whitening sees: those with a random effect first, then the others.
+
+    Parameters without a random effect enter through the data's joint information: when such
+    a typical value moves, each subject's effects move with it as the data ask (the
+    conditional mean's shift), instead of every whitened coordinate having to move at once.
 
     Parameters
     ----------
@@ -146,11 +119,6 @@ def whitened_parameters(spec: ModelSpec, options: PopulationOptions) -> list[str
     -------
     list of str
         The random effects in the model's ``iiv`` order, then the parameters without one.
-
-    Parameters without a random effect enter through the data's joint information: when such
-    a typical value moves, each subject's effects move with it as the data ask (the
-    conditional mean's shift), instead of every whitened coordinate having to move at once.
-    Fixed parameters are left out.
     """
     iiv = iiv_parameters(spec, options)
     return iiv + [p.name for p in spec.parameters
@@ -170,8 +138,6 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
     theta : ndarray
         Individual parameters, natural scale (subject, parameter), where the sensitivities
         are taken (a pilot's posterior means).
-    method, ode_options
-        How the predictions are made (``PopulationOptions.method`` and ``.ode``).
     names : sequence of str
         :func:`whitened_parameters`: those with a random effect first, in the model's
         ``iiv`` order, then the others.
@@ -179,6 +145,8 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
         Error model per analyte.
     sigmas : mapping of str to (float, float or None)
         Per analyte the pilot's residual SD and, for the combined model, its proportional SD.
+    method, ode_options
+        How the predictions are made (``PopulationOptions.method`` and ``.ode``).
 
     Returns
     -------
@@ -228,7 +196,7 @@ def data_information(spec: ModelSpec, pdata: PopulationData, theta: np.ndarray,
         for k in range(q):
             hi = np.asarray(sens[k][0][a_i], dtype=float)[keep]
             lo = np.asarray(sens[k][1][a_i], dtype=float)[keep]
-            if SIGMA_SCALED.get(err) == "log" or err == "combined":
+            if RESIDUAL_MODELS[err].positive or err == "combined":
                 # a prediction at the floor has no usable log-sensitivity: none is taken
                 flat = (raw <= TINY) | (hi <= TINY) | (lo <= TINY)
                 d = np.where(flat, 0.0, np.log(np.maximum(hi, TINY)) - np.log(np.maximum(lo, TINY)))
