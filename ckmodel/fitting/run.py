@@ -21,6 +21,7 @@ from ckmodel.fitting.centering import (
     shrinkage_weights,
 )
 from ckmodel.fitting.convergence import check_convergence
+from ckmodel.fitting.predictive import record_draws
 from ckmodel.fitting.result import Fit, package_versions
 from ckmodel.fitting.run_length import UNTIL_CONVERGED, geometry_failed, run_until
 from ckmodel.fitting.samplers import FUSED_SAMPLERS, MCMC_SAMPLERS, SAMPLERS, Sampler
@@ -60,6 +61,31 @@ def _constant_data(pdata: PopulationData) -> xr.Dataset:
         out[f"blq_{a}"] = xr.DataArray(pdata.blq[sel].astype(np.int8), dims=dim, coords=coords)
         out[f"lloq_{a}"] = xr.DataArray(pdata.lloq[sel], dims=dim, coords=coords)
     return xr.Dataset(out)
+
+
+def _pymc_record_draws(pm_model: Any, idata: Any, *, seed: int, progressbar: bool,
+                       replicates: bool, loglik: bool, whitened: bool) -> None:
+    """Replicates and pointwise log-likelihood through PyMC (ODE models), into ``idata``."""
+    import pymc as pm
+
+    with pm_model:
+        if replicates:
+            with warnings.catch_warnings():
+                # the whitened model's one potential is the prior of the random effects, which
+                # the predictive draws take from the posterior: nothing is ignored
+                if whitened:
+                    warnings.filterwarnings("ignore", message="The effect of Potentials",
+                                            category=UserWarning)
+                pp = pm.sample_posterior_predictive(idata, random_seed=seed,
+                                                    progressbar=progressbar,
+                                                    extend_inferencedata=False)
+            idata.add_groups(posterior_predictive=pp.posterior_predictive)
+        if loglik:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                ll = pm.compute_log_likelihood(idata, progressbar=progressbar,
+                                               extend_inferencedata=False)
+            idata.add_groups(log_likelihood=ll)
 
 
 def _check_settings(*, sampler: str, draws: int, tune: int, chains: int, seed: int,
@@ -286,30 +312,25 @@ def fit(
     idata = first
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
     t_sample = time.perf_counter() - t0 - t_rebuild
-    import pymc as pm
 
-    if fused and ((posterior_predictive or log_likelihood) and sampler != "map"):
-        # the same free variables with observed ``y_<A>``: predictive draws, pointwise logp
-        pm_model = build_model(spec, pdata, covariates=effects, options=opts,
-                               centering=centering, whitening=whitening)
-    with pm_model:
-        if posterior_predictive and sampler != "map":
-            with warnings.catch_warnings():
-                # the whitened model's one potential is the prior of the random effects, which
-                # the predictive draws take from the posterior: nothing is ignored
-                if whitening is not None:
-                    warnings.filterwarnings("ignore", message="The effect of Potentials",
-                                            category=UserWarning)
-                pp = pm.sample_posterior_predictive(idata, random_seed=seed,
-                                                    progressbar=progressbar,
-                                                    extend_inferencedata=False)
-            idata.add_groups(posterior_predictive=pp.posterior_predictive)
-        if log_likelihood and sampler != "map":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                ll = pm.compute_log_likelihood(idata, progressbar=progressbar,
-                                               extend_inferencedata=False)
+    # closed forms: replicates and pointwise log-likelihood from the fused kernel, one
+    # compiled call per draw (fitting.predictive); ODE models through PyMC
+    ode = uses_ode(spec, pdata, opts.method)
+    if not ode and sampler != "map" and (posterior_predictive or log_likelihood):
+        pp, ll = record_draws(idata.posterior, spec, pdata,
+                              opts.error_models(spec, pdata.analytes), seed=seed,
+                              replicates=posterior_predictive, loglik=log_likelihood)
+        if pp is not None:
+            idata.add_groups(posterior_predictive=pp)
+        if ll is not None:
             idata.add_groups(log_likelihood=ll)
+    elif sampler != "map" and (posterior_predictive or log_likelihood):
+        if fused:  # the same free variables with observed ``y_<A>``
+            pm_model = build_model(spec, pdata, covariates=effects, options=opts,
+                                   centering=centering, whitening=whitening)
+        _pymc_record_draws(pm_model, idata, seed=seed, progressbar=progressbar,
+                           replicates=posterior_predictive, loglik=log_likelihood,
+                           whitened=whitening is not None)
     obs = {f"y_{a}": xr.DataArray(
         np.where(pdata.blq[pdata.analyte_index == i], pdata.lloq[pdata.analyte_index == i],
                  pdata.dv[pdata.analyte_index == i]),
