@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 __all__ = ["OKABE_ITO", "PALETTE", "GREY", "pyplot", "time_label", "value_label", "grid", "n_cols",
-           "log_y_panel"]
+           "log_panel"]
 
 #: Okabe-Ito colours by name.
 OKABE_ITO = {
@@ -90,8 +90,8 @@ def _grid_minor_locator() -> type:
     return GridMinorLocator
 
 
-def log_y_panel(ax: Any) -> None:
-    """Log y axis for one panel of a grid: sparse minor ticks, none on a wide axis.
+def log_panel(ax: Any, which: str = "y") -> None:
+    """Log scale on axis ``which`` ("x", "y" or "both") of a panel: sparse minor ticks.
 
     Minor ticks sit at 2 and 5 of each decade, and there are none when the axis spans more
     than :data:`MINOR_TICK_DECADES` decades.
@@ -100,8 +100,12 @@ def log_y_panel(ax: Any) -> None:
     layout measures every tick). The default 8 minor ticks per decade drew a 30-panel figure
     1.7x slower than 2 and 5; on CAR-T panels spanning 5-7 decades, where the labelled major
     tick of every decade is what the eye reads, dropping the minor ticks draws a 12-panel
-    individual-fits page in 0.85 s instead of 1.07 s (median of 6). A panel spanning less
+    individual-fits page in 0.85 s instead of 1.07 s (median of 6), and the example trial's
+    goodness-of-fit page (log-log panels) in 0.75 s instead of 1.83 s. A panel spanning less
     than a decade still gets labelled ticks.
     """
-    ax.set_yscale("log")
-    ax.yaxis.set_minor_locator(_grid_minor_locator()(subs=(2.0, 5.0)))
+    if which not in ("x", "y", "both"):
+        raise ValueError(f"which must be 'x', 'y' or 'both', got {which!r}")
+    for w in ("x", "y") if which == "both" else (which,):
+        getattr(ax, f"set_{w}scale")("log")
+        getattr(ax, f"{w}axis").set_minor_locator(_grid_minor_locator()(subs=(2.0, 5.0)))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ckmodel.plots._style import GREY, PALETTE, grid, time_label, value_label
+from ckmodel.plots._style import GREY, PALETTE, grid, log_panel, time_label, value_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -88,8 +88,7 @@ def plot_gof(table: Any, *, analytes: str | Sequence[str] | None = None,
         lim = (pos.min() / 2, pos.max() * 2) if pos.size else (1e-1, 1e1)
         for ax, what in ((ax_p, "PRED"), (ax_i, "IPRED")):
             ax.plot(lim, lim, color=GREY, lw=1, gid="identity")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_panel(ax, "both")
             ax.set_xlim(lim)
             ax.set_ylim(lim)
             ax.set_xlabel(value_label(f"{what} {a}", unit))
@@ -99,7 +98,7 @@ def plot_gof(table: Any, *, analytes: str | Sequence[str] | None = None,
                 ax.axhline(v, color=GREY, ls=ls, lw=1, gid="npde-ref")
             ax.set_ylabel("NPDE")
         ax_t.set_xlabel(time_label(table.attrs.get("time_unit")))
-        ax_n.set_xscale("log")
+        log_panel(ax_n, "x")
         ax_n.set_xlabel(value_label(f"PRED {a}", unit))
         if i == 0:
             ax_p.set_title("Observed vs population prediction", fontsize="medium")

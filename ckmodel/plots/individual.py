@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ckmodel.plots._style import PALETTE, grid, log_y_panel, n_cols, time_label, value_label
+from ckmodel.plots._style import PALETTE, grid, log_panel, n_cols, time_label, value_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -99,7 +99,7 @@ def plot_individual(fit: Any, subjects: Sequence[str] | None = None, *,
         dt = doses.loc[doses["ID"].astype(str) == sid, "TIME"].to_numpy(float) * scale
         ax.plot(dt, np.zeros_like(dt), ls="none", marker="|", ms=10, color="black",
                 transform=ax.get_xaxis_transform(), gid="dose", clip_on=False)
-        log_y_panel(ax)
+        log_panel(ax)
         d = dose1.get(sid, np.nan)
         ax.set_title(f"{sid}: {d:g} {amount}".strip() if np.isfinite(d) else sid,
                      fontsize="small")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ckmodel.plots._style import GREY, PALETTE, time_label, value_label
+from ckmodel.plots._style import GREY, PALETTE, log_panel, time_label, value_label
 from ckmodel.plots._style import pyplot as _pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -260,7 +260,7 @@ def plot_profiles(
                 a.fill_between(t, b.sel(quantile=0.05), b.sel(quantile=0.95), color="black",
                                alpha=0.12, lw=0, gid="fit-band")
                 a.plot(t, b.sel(quantile=0.5), color="black", lw=1.5, gid="fit-median")
-            a.set_yscale("log")
+            log_panel(a)
             ids = list(pd.unique(sub["ID"]))
             if by is None:
                 title = f"{an}: all subjects (n={len(ids)})"
@@ -338,7 +338,7 @@ def plot_profiles_by_subject(
         for an, arec in sub.groupby("ANALYTE", sort=False):
             _draw(a, arec, colour[an], str(an))
             _lloq_lines(a, arec, color=colour[an])
-        a.set_yscale("log")
+        log_panel(a)
         a.set_title(str(sid))
         a.set_xlabel(time_label(getattr(data, "time_unit", None)))
     if len(analytes) > 1:

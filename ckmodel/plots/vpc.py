@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ckmodel.plots._style import GREY, OKABE_ITO, grid, log_y_panel, time_label, value_label
+from ckmodel.plots._style import GREY, OKABE_ITO, grid, log_panel, time_label, value_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -105,7 +105,7 @@ def plot_vpc(result: Any, *, analytes: str | Sequence[str] | None = None,
                     if np.isfinite(v) and v > 0:
                         ax.axhline(v, color=GREY, ls=":", lw=1, gid="lloq")
             if log:
-                log_y_panel(ax)
+                log_panel(ax)
             if i == 0:
                 ax.set_title(result.labels.get(s, str(s)), fontsize="medium")
             if not t.empty and t["OBS_BLQ"].notna().any():

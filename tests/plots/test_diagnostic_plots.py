@@ -147,11 +147,11 @@ def test_plot_rank(small_fit):
 
 
 def test_grid_panels_drop_minor_ticks_only_on_wide_log_axes():
-    from ckmodel.plots._style import MINOR_TICK_DECADES, log_y_panel
+    from ckmodel.plots._style import MINOR_TICK_DECADES, log_panel
 
     fig, (wide, narrow) = plt.subplots(1, 2)
     for ax, top in ((wide, 10 ** (MINOR_TICK_DECADES + 4)), (narrow, 50.0)):
-        log_y_panel(ax)
+        log_panel(ax)
         ax.set_ylim(1.0, top)
     fig.canvas.draw()
     assert len(wide.yaxis.get_minorticklocs()) == 0
@@ -159,4 +159,20 @@ def test_grid_panels_drop_minor_ticks_only_on_wide_log_axes():
     minor = narrow.yaxis.get_minorticklocs()
     assert {2.0, 5.0, 20.0} <= set(np.round(minor, 6))        # 2 and 5 of each decade only
     assert not np.isin([3.0, 4.0, 30.0], np.round(minor, 6)).any()
+    plt.close(fig)
+
+
+def test_log_panel_axes():
+    from ckmodel.plots._style import log_panel
+
+    fig, (a, b) = plt.subplots(1, 2)
+    log_panel(a, "both")
+    log_panel(b, "x")
+    assert (a.get_xscale(), a.get_yscale(), b.get_xscale(), b.get_yscale()) == (
+        "log", "log", "log", "linear")
+    a.set_xlim(1.0, 1e7)
+    fig.canvas.draw()
+    assert len(a.xaxis.get_minorticklocs()) == 0
+    with pytest.raises(ValueError, match="which"):
+        log_panel(a, "z")
     plt.close(fig)
