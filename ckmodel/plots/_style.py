@@ -87,7 +87,18 @@ def _grid_minor_locator() -> type:
                 return np.array([])
             return super().tick_values(vmin, vmax)
 
+        def __reduce__(self) -> tuple[Any, ...]:
+            # a class made in a function pickles through a module-level constructor (the
+            # report draws pickled figures in worker processes)
+            return _blank_minor_locator, (), self.__dict__.copy()
+
     return GridMinorLocator
+
+
+def _blank_minor_locator() -> Any:
+    """An uninitialised grid minor locator; unpickling sets its state."""
+    cls = _grid_minor_locator()
+    return cls.__new__(cls)
 
 
 def log_panel(ax: Any, which: str = "y") -> None:

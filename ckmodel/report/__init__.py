@@ -42,7 +42,8 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
                  selection: Any = None, stratify: str | None = "auto",
                  title: str | None = None,
                  extra: dict[str, Any] | None = None,
-                 progress: Callable[[str], None] | None = None) -> Report:
+                 progress: Callable[[str], None] | None = None,
+                 workers: int | None = None) -> Report:
     """Lay out the report of ``fit`` (see the module docstring for the order).
 
     Parameters
@@ -78,6 +79,9 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
         More sections, title to content (text, DataFrames, matplotlib figures).
     progress : callable, optional
         Called with the name of each section as it starts (command-line progress).
+    workers : int, optional
+        Processes that draw the figures while the report is built (default 2 on a machine
+        with more than one core; 1 draws them here). The bytes are the same either way.
 
     Returns
     -------
@@ -86,6 +90,7 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
     from ckmodel.diagnostics import simulate_replicates
     from ckmodel.report import extras as X
     from ckmodel.report import sections as S
+    from ckmodel.report.drawing import background_rendering
 
     if fit.data is None:
         raise ValueError("the fit holds no data; a report needs the data it was fitted to")
@@ -94,41 +99,46 @@ def build_report(fit: Any, *, seed: int = 1, n_sim: int = 200, bins: Any = None,
                          f"got {n_sim!r}")
     by = resolve_stratify(fit, stratify)
     say = progress or (lambda _name: None)
-    sections: list[Section] = []
+    # figures are drawn in worker processes while the next sections are computed
+    with background_rendering(workers) as renderer:
+        sections: list[Section] = []
 
-    def add(name: str, make: Callable[[], Section]) -> None:
-        say(name)
-        sections.append(make())
+        def add(name: str, make: Callable[[], Section]) -> None:
+            say(name)
+            sections.append(make())
 
-    add("verdict", lambda: S.verdict_section(fit))
-    add("data", lambda: S.data_section(fit))
-    add("NCA", lambda: S.nca_section(fit, by=by, seed=seed, n_sim=n_sim))
-    add("model", lambda: S.model_section(fit))
-    add("estimates", lambda: S.estimates_section(fit))
-    add("priors", lambda: S.priors_section(fit, seed=seed))
-    add("sampler", lambda: S.sampler_section(fit))
-    say("replicates")
-    reps = simulate_replicates(fit, n_sim=int(n_sim), seed=seed)
-    add("GOF", lambda: S.gof_section(fit, reps, by=by, seed=seed))
-    add("VPC", lambda: S.vpc_section(fit, reps, by=by, bins=bins))
-    add("individual fits", lambda: S.individual_section(fit))
-    out = outcomes if outcomes is not None else getattr(fit.data, "outcomes", None)
-    if out is not None and len(out):
-        add("endpoints", lambda: X.endpoints_section(fit.data, outcomes, by=by))
-    if exposure is not None:
-        def exposure_part() -> Section:
-            from ckmodel.exposure import compare_with_nca
+        add("verdict", lambda: S.verdict_section(fit))
+        add("data", lambda: S.data_section(fit))
+        add("NCA", lambda: S.nca_section(fit, by=by, seed=seed, n_sim=n_sim))
+        add("model", lambda: S.model_section(fit))
+        add("estimates", lambda: S.estimates_section(fit))
+        add("priors", lambda: S.priors_section(fit, seed=seed))
+        add("sampler", lambda: S.sampler_section(fit))
+        say("replicates")
+        reps = simulate_replicates(fit, n_sim=int(n_sim), seed=seed)
+        add("GOF", lambda: S.gof_section(fit, reps, by=by, seed=seed))
+        add("VPC", lambda: S.vpc_section(fit, reps, by=by, bins=bins))
+        add("individual fits", lambda: S.individual_section(fit))
+        out = outcomes if outcomes is not None else getattr(fit.data, "outcomes", None)
+        if out is not None and len(out):
+            add("endpoints", lambda: X.endpoints_section(fit.data, outcomes, by=by))
+        if exposure is not None:
+            def exposure_part() -> Section:
+                from ckmodel.exposure import compare_with_nca
 
-            cmp = None if isinstance(exposure, pd.DataFrame) else compare_with_nca(fit, exposure)
-            return X.exposure_section(exposure, nca=cmp)
+                cmp = (None if isinstance(exposure, pd.DataFrame)
+                       else compare_with_nca(fit, exposure))
+                return X.exposure_section(exposure, nca=cmp)
 
-        add("exposure", exposure_part)
-    if responses:
-        add("exposure-response", lambda: X.response_section(list(responses)))
-    if selection is not None:
-        add("dose selection", lambda: X.selection_section(selection))
-    for k, (head, content) in enumerate((extra or {}).items(), start=1):
-        sections.append(Section(f"extra-{k}", str(head), as_blocks(content, name=f"extra-{k}")))
+            add("exposure", exposure_part)
+        if responses:
+            add("exposure-response", lambda: X.response_section(list(responses)))
+        if selection is not None:
+            add("dose selection", lambda: X.selection_section(selection))
+        for k, (head, content) in enumerate((extra or {}).items(), start=1):
+            sections.append(Section(f"extra-{k}", str(head), as_blocks(content, name=f"extra-{k}")))
+        if renderer is not None:
+            sections = list(renderer.resolve(tuple(sections)))
     meta = {"seed": int(seed), "n_sim": int(n_sim), "versions": _versions()}
     sections.append(S.provenance_section(fit, meta))
     m = fit.meta

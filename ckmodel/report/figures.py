@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ckmodel.report.document import FigureBlock
+from ckmodel.report.drawing import active_renderer
 
 if TYPE_CHECKING:  # pragma: no cover
     from ckmodel.spec.model import ModelSpec
 
-__all__ = ["figure_block", "equation_blocks", "equation_rows", "deterministic_rc", "DPI"]
+__all__ = ["figure_block", "equation_blocks", "equation_rows", "deterministic_rc", "DPI",
+           "draw_png"]
 
 #: Resolution of report figures (dots per inch): sharp on screen, a few hundred kB each.
 DPI = 80
@@ -37,9 +39,11 @@ def deterministic_rc() -> Iterator[None]:
         yield
 
 
-def _png(fig: Any, dpi: int) -> bytes:
+def draw_png(fig: Any, dpi: int) -> bytes:
+    """The figure as PNG bytes at ``dpi``, deterministic (no ``Software`` metadata)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    with deterministic_rc():
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -63,7 +67,9 @@ def figure_block(fig: Any, name: str, *, caption: str, dpi: int = DPI, alt: str 
     alt : str
         Alternative text (default the caption).
     close : bool
-        Close the figure after rendering (frees its memory).
+        Close the figure after rendering (frees its memory). Inside
+        :func:`~ckmodel.report.drawing.background_rendering` a figure to close is drawn by a
+        worker process and the block's ``data`` stay empty until the renderer resolves it.
 
     Returns
     -------
@@ -71,9 +77,14 @@ def figure_block(fig: Any, name: str, *, caption: str, dpi: int = DPI, alt: str 
         Width in CSS pixels: the figure's width at 80 dpi, so text stays readable when the
         browser scales it to the page.
     """
-    with deterministic_rc():
-        data = _png(fig, dpi)
     width = int(round(fig.get_size_inches()[0] * 80))
+    # inside background_rendering a worker process draws it and closes it later (the data
+    # are filled in by Renderer.resolve); a figure the caller keeps is drawn here
+    renderer = active_renderer()
+    if close and renderer is not None and renderer.submit(fig, name, dpi):
+        return FigureBlock(name=name, data=b"", mime="image/png", caption=caption,
+                           alt=alt or caption, width=width)
+    data = draw_png(fig, dpi)
     if close:
         import matplotlib.pyplot as plt
 
