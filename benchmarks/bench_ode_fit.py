@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--centered", default="auto", choices=("auto", "whitened", "none"),
                     help="parametrisation of the random effects, with --e2e "
                          "(PopulationOptions.centered; none: non-centred, never whitened)")
+    ap.add_argument("--target-accept", type=float, default=0.9,
+                    help="target acceptance of the fit, with --e2e (default %(default)s)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     import arviz as az
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data = B.simulated_data(B.ODE, n=args.n)
     if args.e2e:
-        return fit_e2e(data, args.chains, args.seed, args.iiv_sd, args.centered)
+        return fit_e2e(data, args.chains, args.seed, args.iiv_sd, args.centered,
+                       args.target_accept)
     spec, pdata, model, _ = B.build(B.ODE, data, fused=True)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records, analytes "
           f"{', '.join(pdata.analytes)}", flush=True)
@@ -94,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto",
-            centered: str = "auto") -> int:
+            centered: str = "auto", target_accept: float = 0.9) -> int:
     """``ckmodel.fit`` with its defaults on ``data``; prints wall time and diagnostics."""
     import ckmodel
 
     t0 = time.perf_counter()
     fit = ckmodel.fit(data, "antigen_driven", seed=seed, chains=chains, progressbar=False,
-                      options=ckmodel.PopulationOptions(
+                      target_accept=target_accept, options=ckmodel.PopulationOptions(
                           iiv_sd=iiv_sd, centered=() if centered == "none" else centered))
     wall = time.perf_counter() - t0
     conv, m = fit.meta["convergence"], fit.meta

@@ -2,8 +2,8 @@
 
 PyMC's :func:`pymc.sample_posterior_predictive` evaluates the model's graph once per draw
 from Python, and :func:`pymc.compute_log_likelihood` compiles a vectorised graph with the C
-backend: on the example trial's three analytes and 4,000 draws the two took about 9 s of a
-30 s fit. For a closed-form model the prediction of every record is one call of the fused
+backend: on the example trial's three analytes and 4,000 draws the two took 7.2 and 2.0 s
+(under the profiler) of a 38 s fit. For a closed-form model the prediction of every record is one call of the fused
 kernel the likelihood uses (:class:`~ckmodel.population.closed_kernel.ClosedFormOp`), so
 :func:`record_draws` compiles one small function of a draw's individual parameters ``theta``
 through PyTensor's numba backend (whose disk cache holds it; a second fit of the same data
@@ -17,9 +17,9 @@ compiles nothing) and calls it per draw. It returns
 * the pointwise log-likelihood for LOO: the numba scalars of
   :data:`~ckmodel.population.residual.RESIDUAL_MODELS` that the fused likelihood sums (M3
   censored terms on BLQ records), in one loop over draws and records compiled once per
-  installation (a PyTensor graph of :func:`~ckmodel.population.residual.pointwise_loglik`
-  compiled per data set took 7 s on a cold cache); the Student-t model, which has no numba
-  scalar, through that graph.
+  installation (with a graph of :func:`~ckmodel.population.residual.pointwise_loglik`
+  compiled per data set instead, both took 10.2 s on a cold cache, now 5.3 s); the
+  Student-t model, which has no numba scalar, through that graph.
 
 ODE models are left to PyMC (the fit falls back to it).
 """
