@@ -99,6 +99,10 @@ def report(
                             "table, decision, figure)")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title")] = None,
     seed: SeedOpt = 1,
+    draw_workers: Annotated[int | None, typer.Option(
+        "--draw-workers", min=1, help="Processes that draw the figures while the report is "
+                                     "built (default 2 on a multi-core machine; 1: draw them "
+                                     "here). The file is the same either way")] = None,
 ) -> None:
     """Posterior report of a saved fit: verdict, data, NCA, model, estimates, GOF, VPC, fits."""
     from ckmodel.report import resolve_stratify, write_report
@@ -154,7 +158,8 @@ def report(
                 draws = exposure_draws(fit)
             path = write_report(fit, output, format=kind, seed=seed, n_sim=n_sim, bins=edges,
                                 outcomes=table, exposure=draws, responses=responses,
-                                selection=chosen, stratify=strat, title=title, progress=progress)
+                                selection=chosen, stratify=strat, title=title, progress=progress,
+                                workers=draw_workers)
     except (CKModelError, ValueError, KeyError) as exc:
         fail(exc)
     size = path.stat().st_size / 1e6

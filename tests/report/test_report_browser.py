@@ -83,7 +83,7 @@ def test_report_renders_in_chromium_with_every_figure_and_no_console_message(
 def test_report_command_writes_markdown_with_its_figure_folder(small_fit_file, tmp_path):
     out = tmp_path / "rep.md"
     res = invoke("report", small_fit_file, "-o", out, "--format", "md", "--n-sim", "20",
-                 "--stratify", "none")
+                 "--stratify", "none", "--draw-workers", "1")  # every figure drawn here
     assert res.exit_code == 0, res.output
     refs = re.findall(r"\]\((rep_files/[^)]+)\)", out.read_text())
     assert refs and all((tmp_path / r).is_file() for r in refs)
