@@ -3,8 +3,9 @@
 PyMC's :func:`pymc.sample_posterior_predictive` evaluates the model's graph once per draw
 from Python, and :func:`pymc.compute_log_likelihood` compiles a vectorised graph with the C
 backend: on the example trial's three analytes and 4,000 draws the two took 7.2 and 2.0 s
-(under the profiler) of a 38 s fit. For a closed-form model the prediction of every record is one call of the fused
-kernel the likelihood uses (:class:`~ckmodel.population.closed_kernel.ClosedFormOp`), so
+(under the profiler) of a 38 s fit. For a closed-form model the prediction of every record
+is one call of the fused kernel the likelihood uses
+(:class:`~ckmodel.population.closed_kernel.ClosedFormOp`), so
 :func:`record_draws` compiles one small function of a draw's individual parameters ``theta``
 through PyTensor's numba backend (whose disk cache holds it; a second fit of the same data
 compiles nothing) and calls it per draw. It returns
