@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                          "(PopulationOptions.centered; none: non-centred, never whitened)")
     ap.add_argument("--target-accept", type=float, default=0.9,
                     help="target acceptance of the fit, with --e2e (default %(default)s)")
+    ap.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                    help="fix a parameter at a value, with --e2e (PopulationOptions.fixed; "
+                         "repeat)")
     args = ap.parse_args(argv)
+    fixed = {k: float(v) for k, v in (f.split("=", 1) for f in args.fix)}
     warnings.simplefilter("ignore")
     import arviz as az
     import nutpie
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     data = B.simulated_data(B.ODE, n=args.n)
     if args.e2e:
         return fit_e2e(data, args.chains, args.seed, args.iiv_sd, args.centered,
-                       args.target_accept)
+                       args.target_accept, fixed)
     spec, pdata, model, _ = B.build(B.ODE, data, fused=True)
     print(f"{pdata.n_subjects} subjects, {pdata.n_obs} records, analytes "
           f"{', '.join(pdata.analytes)}", flush=True)
@@ -97,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto",
-            centered: str = "auto", target_accept: float = 0.9) -> int:
+            centered: str = "auto", target_accept: float = 0.9,
+            fixed: dict[str, float] | None = None) -> int:
     """``ckmodel.fit`` with its defaults on ``data``; prints wall time and diagnostics."""
     import ckmodel
 
     t0 = time.perf_counter()
     fit = ckmodel.fit(data, "antigen_driven", seed=seed, chains=chains, progressbar=False,
                       target_accept=target_accept, options=ckmodel.PopulationOptions(
-                          iiv_sd=iiv_sd, centered=() if centered == "none" else centered))
+                          iiv_sd=iiv_sd, centered=() if centered == "none" else centered,
+                          fixed=fixed or {}))
     wall = time.perf_counter() - t0
     conv, m = fit.meta["convergence"], fit.meta
     print(f"ckmodel.fit end to end {wall:.0f} s ({wall / 60:.1f} min), IIV SDs {iiv_sd}: "
