@@ -130,8 +130,6 @@ def record_draws(posterior: xr.Dataset, spec: ModelSpec, pdata: PopulationData,
     n_c, n_d = values.shape[:2]
     flat = values.reshape(n_c * n_d, *values.shape[2:])
     kernels = closed_kernels(spec, pdata)
-    sd_names = [n for a in kernels for n in _sd_names(a, errors[a])]
-    sds = {n: posterior[n].transpose("chain", "draw").values.reshape(-1) for n in sd_names}
     t = pt.matrix("theta")
     outputs = []
     for a, kernel in kernels.items():
@@ -143,18 +141,18 @@ def record_draws(posterior: xr.Dataset, spec: ModelSpec, pdata: PopulationData,
     pp, ll = {}, {}
     for a_i, (a, pred) in enumerate(zip(kernels, preds, strict=True)):
         err, nu = errors[a], spec.output(a).nu
-        sel = np.flatnonzero(pdata.analyte_index == a_i)
+        sel, value, blq = pdata.analyte_records(a_i)
         dim = obs_dim(a)
         coords = {"chain": theta.chain.values, "draw": theta.draw.values, dim: pdata.row[sel]}
-        s = [sds[n] for n in _sd_names(a, err)]
+        # residual SD(s) of each draw, in the order of the draws of theta
+        s = [posterior[n].transpose("chain", "draw").values.reshape(-1)
+             for n in _sd_names(a, err)]
         if replicates:
             y = sample_residual(err, pred, s[0][:, None], rng,
                                 sigma_prop=s[1][:, None] if len(s) > 1 else None, nu=nu)
             pp[f"y_{a}"] = xr.DataArray(y.reshape(n_c, n_d, -1),
                                         dims=("chain", "draw", dim), coords=coords)
         if loglik:
-            blq = pdata.blq[sel]
-            value = np.where(blq, pdata.lloq[sel], pdata.dv[sel])
             if err in _CODES:
                 v, log_v, kind = fused_records(a, err, value, blq, pdata.blq_method)
                 lp = _pointwise(_CODES[err], np.ascontiguousarray(pred), v, log_v, kind,

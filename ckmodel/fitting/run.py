@@ -317,8 +317,7 @@ def fit(
     # compiled call per draw (fitting.predictive); ODE models through PyMC
     ode = uses_ode(spec, pdata, opts.method)
     if not ode and sampler != "map" and (posterior_predictive or log_likelihood):
-        pp, ll = record_draws(idata.posterior, spec, pdata,
-                              opts.error_models(spec, pdata.analytes), seed=seed,
+        pp, ll = record_draws(idata.posterior, spec, pdata, error_models, seed=seed,
                               replicates=posterior_predictive, loglik=log_likelihood)
         if pp is not None:
             idata.add_groups(posterior_predictive=pp)
@@ -331,11 +330,10 @@ def fit(
         _pymc_record_draws(pm_model, idata, seed=seed, progressbar=progressbar,
                            replicates=posterior_predictive, loglik=log_likelihood,
                            whitened=whitening is not None)
-    obs = {f"y_{a}": xr.DataArray(
-        np.where(pdata.blq[pdata.analyte_index == i], pdata.lloq[pdata.analyte_index == i],
-                 pdata.dv[pdata.analyte_index == i]),
-        dims=obs_dim(a), coords={obs_dim(a): pdata.row[pdata.analyte_index == i]})
-        for i, a in enumerate(pdata.analytes)}
+    obs = {}
+    for i, a in enumerate(pdata.analytes):
+        sel, value, _ = pdata.analyte_records(i)
+        obs[f"y_{a}"] = xr.DataArray(value, dims=obs_dim(a), coords={obs_dim(a): pdata.row[sel]})
     for group in ("observed_data", "constant_data"):
         if hasattr(idata, group):
             delattr(idata, group)

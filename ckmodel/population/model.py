@@ -362,9 +362,7 @@ def build_model(
         for a_i, a in enumerate(pdata.analytes):
             out = spec.output(a)
             err = errors[a]
-            sel = np.flatnonzero(pdata.analyte_index == a_i)
-            blq = pdata.blq[sel]
-            value = np.where(blq, pdata.lloq[sel], pdata.dv[sel])
+            _, value, blq = pdata.analyte_records(a_i)
             sigma = (sigma_vars[a] if whitening is not None and iiv
                      else out.sigma.to_pymc(f"sigma_{a}"))
             sig_args = [sigma]

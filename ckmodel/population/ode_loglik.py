@@ -249,10 +249,8 @@ def ode_loglik(spec: ModelSpec, pdata: Any, theta: Any, sigmas: Mapping[str, Any
     tidx = np.searchsorted(times, pdata.time)
     records = {}
     for a_i, a in enumerate(pdata.analytes):
-        sel = np.flatnonzero(pdata.analyte_index == a_i)
-        blq = pdata.blq[sel]
-        records[a] = (pdata.subject_index[sel], tidx[sel], pdata.time[sel] - t0,
-                      np.where(blq, pdata.lloq[sel], pdata.dv[sel]), blq)
+        sel, value, blq = pdata.analyte_records(a_i)
+        records[a] = (pdata.subject_index[sel], tidx[sel], pdata.time[sel] - t0, value, blq)
     lik = ODELogLik(kernel_for(spec, tuple(spec.covariates)), grid - t0, save,
                     kernel_inputs(spec, pdata, cov, t0), pdata.analytes, errors, records,
                     pdata.blq_method)

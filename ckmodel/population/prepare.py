@@ -99,6 +99,22 @@ class PopulationData:
         """Number of subjects in the fit."""
         return len(self.subjects)
 
+    def analyte_records(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The records of analyte ``index`` (into :attr:`analytes`), as the likelihood reads them.
+
+        Returns
+        -------
+        sel : ndarray of int
+            Their positions among the records (data order).
+        value : ndarray
+            The DV, or the LLOQ on BLQ records (the censoring limit).
+        blq : ndarray of bool
+            Records below the LLOQ.
+        """
+        sel = np.flatnonzero(self.analyte_index == index)
+        blq = self.blq[sel]
+        return sel, np.where(blq, self.lloq[sel], self.dv[sel]), blq
+
     def obs_table(self) -> pd.DataFrame:
         """The records used, as a table (ID, TIME, ANALYTE, DV, LLOQ, BLQ, ROW)."""
         return pd.DataFrame({

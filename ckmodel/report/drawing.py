@@ -25,7 +25,7 @@ import queue
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -92,9 +92,8 @@ class _Worker:
 class Renderer:
     """Two drawing processes and the figures handed to them (see the module docstring)."""
 
-    def __init__(self, workers: int, draw_here: Callable[[Any, int], bytes]) -> None:
+    def __init__(self, workers: int) -> None:
         self.n = workers
-        self.draw_here = draw_here
         self.idle: queue.Queue[_Worker] = queue.Queue()
         self.workers: list[_Worker] = []
         self.threads = ThreadPoolExecutor(workers, thread_name_prefix="ckmodel-draw")
@@ -128,6 +127,8 @@ class Renderer:
         """The sections with every figure handed out replaced by its drawing."""
         import matplotlib.pyplot as plt
 
+        from ckmodel.report.figures import draw_png
+
         def done(b: Any) -> Any:
             if not (isinstance(b, FigureBlock) and b.name in self.pending and not b.data):
                 return b
@@ -136,7 +137,7 @@ class Renderer:
                 data = future.result()
             except Exception as exc:  # noqa: BLE001 - drawn here instead
                 log.debug("figure %s drawn here: its worker failed (%s)", b.name, exc)
-                data = self.draw_here(fig, dpi)
+                data = draw_png(fig, dpi)
             plt.close(fig)
             return replace(b, data=data)
 
@@ -172,13 +173,11 @@ def background_rendering(workers: int | None = None) -> Iterator[Renderer | None
     Renderer or None
         Call its :meth:`Renderer.resolve` on the sections before the block ends.
     """
-    from ckmodel.report.figures import draw_png
-
     n = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     if n < 2:
         yield None
         return
-    renderer = Renderer(n, draw_png)
+    renderer = Renderer(n)
     token = _ACTIVE.set(renderer)
     try:
         yield renderer
