@@ -23,6 +23,7 @@ from ckmodel.errors import (
     ModelSpecError,
     Problem,
     SolverError,
+    SolverWarning,
 )
 
 __version__ = "0.1.0"
@@ -50,6 +51,7 @@ _LAZY = {
     "load_fit": "ckmodel.fitting",
     "PopulationOptions": "ckmodel.population.model",
     "ODEOptions": "ckmodel.population.ode",
+    "fit_stability": "ckmodel.population.ode_stability",
     "AcceleratedTitration": "ckmodel.design",
     "Cohort": "ckmodel.design",
     "Decision": "ckmodel.design",
@@ -127,6 +129,7 @@ __all__ = [
     "load_fit",
     "PopulationOptions",
     "ODEOptions",
+    "fit_stability",
     # diagnostics
     "convergence_checks",
     "gof_table",
@@ -190,6 +193,7 @@ __all__ = [
     "ModelSpecError",
     "Problem",
     "SolverError",
+    "SolverWarning",
 ]
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "FitMismatchError",
     "ConvergenceWarning",
     "DataWarning",
+    "SolverWarning",
     "hint",
     "use_cli_hints",
 ]
@@ -130,6 +131,10 @@ class FitMismatchError(CKModelError, ValueError):
 
 class ConvergenceWarning(UserWarning):
     """Sampler diagnostics (divergences, R-hat, ESS) indicate an unreliable posterior."""
+
+
+class SolverWarning(UserWarning):
+    """A numerical solve is unreliable for parameters a fit reaches, e.g. an unstable step."""
 
 
 class DataWarning(UserWarning):

@@ -117,12 +117,33 @@ def _centering_option(values: list[str] | None) -> Any:
     return tuple(values)
 
 
+def _max_step(values: list[str], spec: Any) -> Any:
+    """``--max-step UNTIL:STEP`` (repeatable) as the spec's RK4 step schedule."""
+    rows = []
+    for v in values:
+        until, sep, h = v.partition(":")
+        try:
+            rows.append((float(until), float(h)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            bad_option("--max-step", f"{v!r} must be UNTIL:STEP in the model's time unit "
+                                     "(e.g. --max-step 14:0.25 --max-step inf:3)")
+    try:
+        return spec.with_max_step(rows)
+    except ModelSpecError as exc:
+        bad_option("--max-step", str(exc))
+
+
 def fit_settings(spec: Any, *, fix: list[str] | None, error: list[str] | None,
                  centered: list[str] | None, correlated: bool, prior: list[str] | None,
-                 iiv: list[str] | None, blq_method: str, iiv_sd: str = "auto"
-                 ) -> tuple[Any, Any]:
-    """The spec with ``--prior``/``--iiv`` applied and the PopulationOptions, checked."""
+                 iiv: list[str] | None, blq_method: str, iiv_sd: str = "auto",
+                 max_step: list[str] | None = None) -> tuple[Any, Any]:
+    """The spec with ``--prior``, ``--iiv``, ``--max-step`` applied; the options, checked."""
     from ckmodel.population.model import PopulationOptions
+
+    if max_step:
+        spec = _max_step(max_step, spec)
 
     fixed = parse_numbers(parse_assignments(fix, "--fix", "NUMBER"), "--fix")
     errors = parse_assignments(error, "--error", "MODEL")
@@ -205,6 +226,11 @@ def fit(
     target_accept: Annotated[float, typer.Option(min=0.5, max=0.999,
                                                  help="NUTS target acceptance")] = 0.9,
     blq_method: Annotated[str, typer.Option(help="M3 (censored) or M1 (drop)")] = "M3",
+    max_step: Annotated[list[str] | None, typer.Option(
+        "--max-step", metavar="UNTIL:STEP",
+        help="RK4 step schedule of an ODE fit, replacing the model's [solver] max_step: steps "
+             "of at most STEP up to time UNTIL (model time unit; UNTIL may be inf), e.g. "
+             "--max-step 14:0.25 --max-step 100:2 --max-step inf:3; repeatable")] = None,
     until_converged: Annotated[float, typer.Option(
         "--until-converged", metavar="SECONDS", min=0,
         help="When the convergence checks fail, run again with more draws (and warm-up after "
@@ -222,7 +248,7 @@ def fit(
     spec = load_spec(model)
     spec, opts = fit_settings(spec, fix=fix, error=error, centered=centered,
                               correlated=correlated, prior=prior, iiv=iiv,
-                              blq_method=blq_method, iiv_sd=iiv_sd)
+                              blq_method=blq_method, iiv_sd=iiv_sd, max_step=max_step)
     from ckmodel.fitting import fit as run_fit
 
     try:
@@ -270,6 +296,11 @@ def demo(
     chains: Annotated[int, typer.Option(min=1)] = 4,
     seed: Annotated[int, typer.Option(min=0)] = 1,
     fit_model: Annotated[bool, typer.Option("--fit/--no-fit", help="Run the fit step")] = True,
+    max_step: Annotated[list[str] | None, typer.Option(
+        "--max-step", metavar="UNTIL:STEP",
+        help="RK4 step schedule of an ODE fit, replacing the model's [solver] max_step: steps "
+             "of at most STEP up to time UNTIL (model time unit; UNTIL may be inf), e.g. "
+             "--max-step 14:0.25 --max-step 100:2 --max-step inf:3; repeatable")] = None,
     until_converged: Annotated[float, typer.Option(
         "--until-converged", metavar="SECONDS", min=0,
         help="Run the fit longer until it converges, within this budget (seconds; 0: one "

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ckmodel.data.schema import time_factor
-from ckmodel.errors import DatasetError
+from ckmodel.errors import DatasetError, SolverWarning
 from ckmodel.fitting.centering import (
     PILOT_DRAWS,
     PILOT_TUNE,
@@ -37,6 +37,7 @@ from ckmodel.population.model import (
     iiv_sd_forms,
     obs_dim,
 )
+from ckmodel.population.ode_stability import fit_stability
 from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.population.whitening import whitened_parameters, whitening_from_posterior
@@ -86,6 +87,34 @@ def _pymc_record_draws(pm_model: Any, idata: Any, *, seed: int, progressbar: boo
                 ll = pm.compute_log_likelihood(idata, progressbar=progressbar,
                                                extend_inferencedata=False)
             idata.add_groups(log_likelihood=ll)
+
+
+def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOptions,
+                     seed: int, theta: Any = None, before: dict[str, Any] | None = None
+                     ) -> dict[str, Any] | None:
+    """Linear stability of an ODE fit's RK4 step grid (``ckmodel.population.ode_stability``).
+
+    Before sampling (``theta`` None): for subjects drawn from the priors, warned about when
+    any step amplifies a decaying mode. After: for up to 100 posterior draws of every
+    subject, warned about likewise; both verdicts go into the fit's metadata.
+    """
+    if not uses_ode(spec, pdata, opts.method):
+        return None
+    if theta is None:
+        stab = fit_stability(spec, pdata, seed=seed, options=opts.ode)
+        where = "subjects drawn from its priors"
+    else:
+        flat = theta.stack(sample=("chain", "draw")).transpose("sample", "subject", "parameter")
+        step = max(1, flat.sizes["sample"] // 100)
+        stab = fit_stability(spec, pdata, theta=flat.values[::step], options=opts.ode)
+        where = "its posterior draws (each subject of up to 100 draws)"
+    if not stab.stable:
+        warnings.warn(f"model '{spec.name}', {where}: {stab.message(spec.time_unit)}",
+                      SolverWarning, stacklevel=3)
+    verdict = {"max_step": [list(r) for r in stab.options.max_step],
+               "unstable_fraction": round(stab.fraction, 4), "checked": stab.n_subjects,
+               "suggested": [list(r) for r in stab.suggested]}
+    return ({"prior": verdict} if before is None else dict(before, posterior=verdict))
 
 
 def _check_settings(*, sampler: str, draws: int, tune: int, chains: int, seed: int,
@@ -220,6 +249,7 @@ def fit(
                     extra_covariates=[e.covariate for e in static], time_scale=time_scale)
     log.info("fitting %s to %d records of %d subjects (%s) with %s", spec.name, pdata.n_obs,
              pdata.n_subjects, ", ".join(pdata.analytes), sampler)
+    grid_check = _step_grid_check(spec, pdata, opts, seed)
     fused = sampler in FUSED_SAMPLERS
     iiv_names = iiv_parameters(spec, opts)
     error_models = opts.error_models(spec, pdata.analytes)
@@ -313,6 +343,9 @@ def fit(
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
     t_sample = time.perf_counter() - t0 - t_rebuild
 
+    if grid_check is not None and "theta" in idata.posterior:
+        grid_check = _step_grid_check(spec, pdata, opts, seed, idata.posterior["theta"],
+                                      grid_check)
     # closed forms: replicates and pointwise log-likelihood from the fused kernel, one
     # compiled call per draw (fitting.predictive); ODE models through PyMC
     ode = uses_ode(spec, pdata, opts.method)
@@ -376,6 +409,7 @@ def fit(
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
                   if pilot_run or whiten_now else None),
         "whitened": whitened,
+        "step_grid": grid_check,
         "versions": package_versions(),
     }
     if until_converged is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ckmodel.errors import hint
 from ckmodel.fitting.centering import describe_centering
 
 if TYPE_CHECKING:
@@ -167,6 +168,25 @@ class FitSummary:
                 f"{self.parameters.to_html(float_format=lambda v: f'{v:.4g}')}")
 
 
+def _step_grid_note(grid: dict[str, Any]) -> str:
+    """One line on an ODE fit's RK4 step-grid check (``ckmodel.population.ode_stability``)."""
+    def steps(rows: list[list[float]]) -> str:
+        return ", ".join(f"{h:g} to {u:g}" for u, h in rows)
+
+    checks = [(what, grid[key]) for key, what in (("prior", "subjects drawn from the priors"),
+                                                  ("posterior", "posterior subject-draws"))
+              if grid.get(key)]
+    found = " and ".join(f"{100 * g['unstable_fraction']:.1f} % of {g['checked']} {what}"
+                         for what, g in checks)
+    text = (f"RK4 step grid (largest steps {steps(grid['prior']['max_step'])}): unstable "
+            f"for {found}")
+    last = checks[-1][1]
+    if last["unstable_fraction"] > 0:
+        text += (f"; steps {steps(last['suggested'])} would be stable "
+                 f"({hint(python='spec.with_max_step', cli='--max-step UNTIL:STEP')})")
+    return text
+
+
 def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
     """Build the :class:`FitSummary` of ``fit``; see :meth:`Fit.summary`."""
     meta = fit.meta
@@ -195,6 +215,8 @@ def fit_summary(fit: Fit, *, prob: float = 0.95) -> FitSummary:
     notes += [w["advice"] for w in conv.get("weak_iiv", []) if w["advice"] not in said]
     notes += list(conv.get("efficiency", []))
     notes.append(f"sampler {meta.get('sampler')}, seed {meta.get('seed')}")
+    if meta.get("step_grid"):
+        notes.append(_step_grid_note(meta["step_grid"]))
     if meta.get("centering") or "centered" in (meta.get("options") or {}):
         notes.append(describe_centering(meta))
     return FitSummary(model=fit.spec.name, records=records_table(fit),

@@ -42,8 +42,9 @@ class ODEOptions:
         1.5 times the default IIV, its relative error in CAR-T levels is 3.4e-4 at the 99th
         percentile and 3e-3 at most, the same as 0.25 d steps to day 35 (the error is made
         during expansion), with 185 instead of 259 grid points to day 365. The 5-day tail step
-        keeps RK4 stable for decay rates up to 0.55/day; pass a finer grid for models with
-        faster late dynamics.
+        keeps RK4 stable for decay rates up to 0.557/day only (``h * rate < 2.785``); fits
+        check the schedule against the rates their priors and posterior reach
+        (:mod:`ckmodel.population.ode_stability`) and say which steps to use instead.
     solver : {"kernel", "scan"}
         ``"kernel"`` (default): compiled numba RK4 with its exact discrete adjoint, wrapped as a
         PyTensor Op (numba for nutpie, C/Python for PyMC, an equivalent ``lax.scan`` for JAX);

@@ -238,6 +238,16 @@ class ModelSpec:
         raw["parameters"][name].update(changes)
         return self._with_raw(raw)
 
+    def with_max_step(self, schedule: Any) -> ModelSpec:
+        """Return a copy whose fits use this RK4 step schedule (``[solver] max_step``).
+
+        ``schedule``: ``(until, h)`` pairs, ``until`` increasing (the last may be ``inf``),
+        steps ``h > 0`` in the model's time unit; checked as the model file's would be.
+        """
+        raw = copy.deepcopy(_plain(self.raw))
+        raw.setdefault("solver", {})["max_step"] = [[float(u), float(h)] for u, h in schedule]
+        return self._with_raw(raw)
+
     def with_constants(self, **values: float) -> ModelSpec:
         """Return a copy with constants (e.g. the gate width ``w``) set to new values."""
         raw = copy.deepcopy(_plain(self.raw))
