@@ -36,14 +36,15 @@ class ODEOptions:
         ``(until, h)`` pairs: steps are at most ``h`` up to time ``until`` (model time unit);
         beyond the last ``until`` the last ``h`` applies. A model may declare its own schedule
         (``[solver] max_step`` in its TOML; :meth:`for_spec`), which fits use unless options
-        are passed. Generic default: 0.25 d to day 14
-        (expansion), 0.5 d to day 35 (contraction), 2 d to day 100, 5 d after. Against
-        ``solve_ivp`` (DOP853, rtol 1e-10) on 200 simulated ``antigen_driven`` subjects with
-        1.5 times the default IIV, its relative error in CAR-T levels is 3.4e-4 at the 99th
-        percentile and 3e-3 at most, the same as 0.25 d steps to day 35 (the error is made
-        during expansion), with 185 instead of 259 grid points to day 365. The 5-day tail step
-        keeps RK4 stable for decay rates up to 0.557/day only (``h * rate < 2.785``); fits
-        check the schedule against the rates their priors and posterior reach
+        are passed. Generic default: 0.25 d to day 14 (expansion), 0.5 d to day 35
+        (contraction), 2 d to day 100, 2.5 d after. Against ``solve_ivp`` (DOP853, rtol
+        1e-10) on 200 simulated ``antigen_driven`` subjects with 1.5 times the default IIV,
+        its relative error in CAR-T levels is 3.4e-4 at the 99th percentile and 3e-3 at most
+        (the error is made during expansion). The tail step is set by stability: RK4 damps a
+        decay rate only while ``h * rate < 2.785``, so 2.5-day steps hold to 1.11/day
+        (5-day steps, the default until 2026-12-07, only to 0.557/day, which the catalog's
+        CAR-T models exceed in 1-3 % of prior draws at day 365). Fits check the schedule
+        against the rates their priors and posterior reach
         (:mod:`ckmodel.population.ode_stability`) and say which steps to use instead.
     solver : {"kernel", "scan"}
         ``"kernel"`` (default): compiled numba RK4 with its exact discrete adjoint, wrapped as a
@@ -52,7 +53,7 @@ class ODEOptions:
     """
 
     max_step: tuple[tuple[float, float], ...] = ((14.0, 0.25), (35.0, 0.5), (100.0, 2.0),
-                                                 (np.inf, 5.0))
+                                                 (np.inf, 2.5))
     solver: str = "kernel"
 
     def __post_init__(self) -> None:

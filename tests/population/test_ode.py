@@ -69,7 +69,8 @@ def test_default_grid_error_over_a_varied_population():
 
     Parameters are drawn with 1.5 times the spec's default IIV (prior medians of the IIV SDs)
     and blasts from 5 to 90 %, so expansion runs fast and slow. Measured when the grid was
-    chosen (152 points): CAR-T relative error 3.4e-4 at the 99th percentile, 3.0e-3 at most;
+    chosen (152 points, 5-day steps after day 100; now 188 with 3-day steps there): CAR-T
+    relative error 3.4e-4 at the 99th percentile, 3.0e-3 at most;
     log-blast error 4.4e-4 / 8.4e-4 while blasts are above 0.1 %. Asserted with 2-3x margin.
     """
     from ckmodel.population.ode_kernel import kernel_for
@@ -87,7 +88,7 @@ def test_default_grid_error_over_a_varied_population():
                        options=SolverOptions(method="ode", ode_method="DOP853", rtol=1e-10,
                                              atol=1e-12))
     grid = step_grid(times, 0.0, ODEOptions.for_spec(spec))
-    assert spec.max_step is not None and grid.size < 160  # the model's own schedule
+    assert spec.max_step is not None and grid.size < 200  # the model's own schedule
     y0 = np.zeros((n, 5))
     y0[:, 0], y0[:, 3], y0[:, 4] = theta[:, 0], np.log(blast), 1.0
     got, _ = kernel_for(spec, ("BM_BLAST_PCT",)).forward(y0, theta, blast[:, None], grid,

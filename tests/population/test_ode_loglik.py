@@ -30,7 +30,7 @@ def _pair(spec, pdata, th, error, blq_method):
     fused = ode_loglik(spec, pdata, th, {a: (s1[a], s2[a] if comb else None)
                                          for a in pdata.analytes},
                        {a: error for a in pdata.analytes})
-    preds = ode_outputs(spec, pdata, th, {}, ODEOptions())
+    preds = ode_outputs(spec, pdata, th, {}, ODEOptions.for_spec(spec))  # as the fused side
     ref = 0.0
     for i, a in enumerate(pdata.analytes):
         sel = pdata.analyte_index == i
