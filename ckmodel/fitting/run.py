@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ckmodel.data.schema import time_factor
-from ckmodel.errors import DatasetError, SolverWarning
+from ckmodel.errors import DatasetError, SolverWarning, hint
 from ckmodel.fitting.centering import (
     PILOT_DRAWS,
     PILOT_TUNE,
@@ -89,6 +89,10 @@ def _pymc_record_draws(pm_model: Any, idata: Any, *, seed: int, progressbar: boo
             idata.add_groups(log_likelihood=ll)
 
 
+#: posterior subject-draws allowed within 20 % of a step's stability limit before a warning
+NEAR_LIMIT_WARN = 0.01
+
+
 def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOptions,
                      seed: int, theta: Any = None, before: dict[str, Any] | None = None
                      ) -> dict[str, Any] | None:
@@ -111,8 +115,19 @@ def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOpt
     if not stab.stable:
         warnings.warn(f"model '{spec.name}', {where}: {stab.message(spec.time_unit)}",
                       SolverWarning, stacklevel=3)
+    elif theta is not None and stab.near_fraction > NEAR_LIMIT_WARN:
+        sched = ", ".join(f"[{u:g}, {h:g}]" for u, h in stab.suggested)
+        warnings.warn(f"model '{spec.name}': {100 * stab.near_fraction:.1f} % of {where} "
+                      "take an RK4 step within 20 % of its stability limit; beyond it the "
+                      "solve explodes, so the step grid rather than the data may bound the "
+                      f"posterior there. Check with a finer schedule: [solver] max_step = "
+                      f"[{sched}] in the model file, or " + hint(
+                          python="spec.with_max_step(...)", cli=" ".join(
+                              f"--max-step {u:g}:{h:g}" for u, h in stab.suggested)),
+                      SolverWarning, stacklevel=3)
     verdict = {"max_step": [list(r) for r in stab.options.max_step],
-               "unstable_fraction": round(stab.fraction, 4), "checked": stab.n_subjects,
+               "unstable_fraction": round(stab.fraction, 4),
+               "near_limit_fraction": round(stab.near_fraction, 4), "checked": stab.n_subjects,
                "suggested": [list(r) for r in stab.suggested]}
     return ({"prior": verdict} if before is None else dict(before, posterior=verdict))
 

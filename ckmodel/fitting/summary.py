@@ -181,7 +181,11 @@ def _step_grid_note(grid: dict[str, Any]) -> str:
     text = (f"RK4 step grid (largest steps {steps(grid['prior']['max_step'])}): unstable "
             f"for {found}")
     last = checks[-1][1]
-    if last["unstable_fraction"] > 0:
+    near = (grid.get("posterior") or {}).get("near_limit_fraction", 0.0)
+    if near > 0:
+        text += (f"; {100 * near:.1f} % of posterior subject-draws take a step within 20 % of "
+                 "its stability limit")
+    if last["unstable_fraction"] > 0 or near > 0.01:
         text += (f"; steps {steps(last['suggested'])} would be stable "
                  f"({hint(python='spec.with_max_step', cli='--max-step UNTIL:STEP')})")
     return text

@@ -63,6 +63,10 @@ class GridStability:
         Subjects solved.
     unstable : numpy.ndarray of bool, shape (n_subjects,)
         Subjects with at least one amplifying step (or a solve that is not finite).
+    near_limit : numpy.ndarray of bool, shape (n_subjects,)
+        Subjects with a step within 20 % of its stability limit (a step 1.25 times as long
+        would amplify), unstable ones included: posterior draws that pile up there suggest
+        that the solve's cliff, not the data, bounds the posterior.
     worst_rate : float
         The fastest decay rate (1/time unit, ``-Re`` of the eigenvalue) among amplified modes,
         NaN when none.
@@ -77,12 +81,13 @@ class GridStability:
         A schedule that keeps every amplified step of these subjects stable with a margin:
         each segment's step is cut to 80 % of the largest stable step found in it, rounded
         down to 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 3, 4, 5, ... (``options.max_step`` when
-        nothing is unstable).
+        nothing is unstable; from 1.25 times the rates when steps are only near the limit).
     """
 
     options: ODEOptions
     n_subjects: int
     unstable: np.ndarray
+    near_limit: np.ndarray
     worst_rate: float
     worst_time: float
     worst_step: float
@@ -93,6 +98,11 @@ class GridStability:
     def fraction(self) -> float:
         """Share of subjects with an amplifying step."""
         return float(np.mean(self.unstable)) if self.n_subjects else 0.0
+
+    @property
+    def near_fraction(self) -> float:
+        """Share of subjects with a step within 20 % of its stability limit (or beyond)."""
+        return float(np.mean(self.near_limit)) if self.n_subjects else 0.0
 
     @property
     def stable(self) -> bool:
@@ -188,8 +198,13 @@ def grid_stability(spec: ModelSpec, params: Mapping[str, Any], *, amt: Any, t_en
         amp = np.where(z.real < 0, rk4_amplification(np.nan_to_num(z)), 0.0)
     bad_step = (amp > 1 + _TOL) | ~(finite[:, :-1] & finite[:, 1:])[:, :, None]
     unstable = np.any(bad_step, axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        amp_near = np.where(z.real < 0, rk4_amplification(np.nan_to_num(1.25 * z)), 0.0)
+    near = unstable | np.any(amp_near > 1 + _TOL, axis=(1, 2))
     if not unstable.any():
-        return GridStability(opts, n_s, unstable, np.nan, np.nan, np.nan, "", opts.max_step)
+        # near the limit only: a schedule with the margin counted from 1.25 times the rates
+        sugg = _suggest(opts, grid, 1.25 * z, amp_near) if near.any() else opts.max_step
+        return GridStability(opts, n_s, unstable, near, np.nan, np.nan, np.nan, "", sugg)
     s, g, k = np.unravel_index(np.argmax(np.where(np.isfinite(amp), amp, np.inf)), amp.shape)
     worst_rate, state = np.nan, ""
     if np.isfinite(amp[s, g, k]):
@@ -199,8 +214,8 @@ def grid_stability(spec: ModelSpec, params: Mapping[str, Any], *, amt: Any, t_en
         # participation factors: right times left eigenvector, state by state (modal analysis)
         part = np.abs(v[:, m] * np.linalg.pinv(v)[m, :])
         state = spec.state_names[int(np.argmax(part))]
-    return GridStability(opts, n_s, unstable, worst_rate, float(grid[g]), float(h[g]), state,
-                         _suggest(opts, grid, z, amp))
+    return GridStability(opts, n_s, unstable, near, worst_rate, float(grid[g]), float(h[g]),
+                         state, _suggest(opts, grid, z, amp))
 
 
 def _suggest(opts: ODEOptions, grid: np.ndarray, z: np.ndarray, amp: np.ndarray

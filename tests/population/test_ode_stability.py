@@ -78,6 +78,19 @@ def test_linear_chain_verdict_rate_state_and_step_in_closed_form():
     assert np.all(np.abs(b[2:, -1]) > 50)
 
 
+def test_near_limit_counts_steps_within_a_fifth_of_the_limit():
+    """5-day steps: the limit is 0.557/day; within 20 % of it means above 0.446/day."""
+    spec = _chain()
+    kb = np.array([0.4, 0.44, 0.45, 0.5])
+    res = grid_stability(spec, {"ka": 0.1, "kb": kb}, amt=np.ones(4), t_end=100.0,
+                         options=ODEOptions(max_step=((np.inf, 5.0),)))
+    assert res.stable
+    np.testing.assert_array_equal(res.near_limit, [False, False, True, True])
+    assert res.near_fraction == 0.5
+    # the schedule suggested keeps a 20 % margin below the limit of 1.25 x 0.5/day: 3.56 -> 3
+    assert res.suggested == ((np.inf, 3.0),)
+
+
 def test_state_named_is_the_fast_one():
     spec = _chain()
     res = grid_stability(spec, {"ka": 0.8, "kb": 0.05}, amt=np.ones(1), t_end=100.0,
@@ -142,6 +155,7 @@ def test_fit_warns_before_sampling_and_records_the_verdict():
     assert 0.1 < grid["prior"]["unstable_fraction"] < 0.7
     assert grid["prior"]["suggested"][0][1] < 5.0
     assert grid["posterior"]["checked"] == 4
+    assert 0 <= grid["posterior"]["near_limit_fraction"] <= 1
     note = [n for n in res.summary().notes if n.startswith("RK4 step grid")]
     assert len(note) == 1 and "subjects drawn from the priors" in note[0]
 
