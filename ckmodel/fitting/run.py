@@ -99,7 +99,7 @@ def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOpt
     """Linear stability of an ODE fit's RK4 step grid (``ckmodel.population.ode_stability``).
 
     Before sampling (``theta`` None): for subjects drawn from the priors, warned about when
-    any step amplifies a decaying mode. After: for up to 100 posterior draws of every
+    any step amplifies a decaying mode. After: for up to 50 posterior draws of every
     subject, warned about likewise; both verdicts go into the fit's metadata.
     """
     if not uses_ode(spec, pdata, opts.method):
@@ -109,9 +109,9 @@ def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOpt
         where = "subjects drawn from its priors"
     else:
         flat = theta.stack(sample=("chain", "draw")).transpose("sample", "subject", "parameter")
-        step = max(1, flat.sizes["sample"] // 100)
+        step = max(1, flat.sizes["sample"] // 50)
         stab = fit_stability(spec, pdata, theta=flat.values[::step], options=opts.ode)
-        where = "its posterior draws (each subject of up to 100 draws)"
+        where = "its posterior draws (each subject of up to 50 draws)"
     if not stab.stable:
         warnings.warn(f"model '{spec.name}', {where}: {stab.message(spec.time_unit)}",
                       SolverWarning, stacklevel=3)
