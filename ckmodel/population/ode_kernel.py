@@ -137,7 +137,7 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
 
     @numba.njit(fastmath=FASTMATH)
     def forward(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
-                save: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                save: np.ndarray, upto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_s = y0.shape[0]
         n_k = save.shape[0]
         n_g = save[n_k - 1] + 1 if n_k > 0 else 1  # no step beyond the last saved point
@@ -145,7 +145,6 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
         # per grid point: the state, then the stages k1, k2, k3 of the step that starts there
         # (the adjoint needs them; storing them saves re-evaluating the right-hand side)
         traj = np.empty((n_s, n_g, 4 * n))
-        traj[:, n_g - 1, n:] = 0.0  # no step starts at the last point
         k1 = np.empty(n)
         k2 = np.empty(n)
         k3 = np.empty(n)
@@ -155,16 +154,24 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
         for s in range(n_s):
             p = params[s]
             c = cov[s]
+            ks = n_k if upto.shape[0] == 0 else upto[s]   # saved points this subject needs
+            n_gs = save[ks - 1] + 1 if ks > 0 else 1
             for i in range(n):
                 y[i] = y0[s, i]
                 traj[s, 0, i] = y[i]
-            for g in range(n_g - 1):
+            for g in range(n_gs - 1):
                 step(grid[g], grid[g + 1] - grid[g], y, p, c, k1, k2, k3, k4, tmp)
                 for i in range(n):
                     traj[s, g, n + i] = k1[i]
                     traj[s, g, 2 * n + i] = k2[i]
                     traj[s, g, 3 * n + i] = k3[i]
                     traj[s, g + 1, i] = y[i]
+            for g in range(n_gs - 1, n_g):   # not solved: the last state, no stages
+                for i in range(n):
+                    traj[s, g, i] = y[i]
+                    traj[s, g, n + i] = 0.0
+                    traj[s, g, 2 * n + i] = 0.0
+                    traj[s, g, 3 * n + i] = 0.0
             for k in range(n_k):
                 for i in range(n):
                     out[s, k, i] = traj[s, save[k], i]
@@ -172,10 +179,10 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
 
     @numba.njit(fastmath=FASTMATH)
     def backward(traj: np.ndarray, params: np.ndarray, cov: np.ndarray, grid: np.ndarray,
-                 save: np.ndarray, gout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 save: np.ndarray, gout: np.ndarray, upto: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
         n_s = traj.shape[0]
         n_k = save.shape[0]
-        n_g = traj.shape[1]
         gy0 = np.zeros((n_s, n))
         gp_all = np.zeros((n_s, n_p))
         k1 = np.empty(n)
@@ -196,7 +203,13 @@ def _make_kernels(rhs: Any, vjp: Any, n: int, n_p: int) -> tuple[Any, Any, Any]:
             lam[:] = 0.0
             gp[:] = 0.0
             k = n_k - 1
-            for g in range(n_g - 2, -1, -1):
+            ks = n_k if upto.shape[0] == 0 else upto[s]
+            n_gs = save[ks - 1] + 1 if ks > 0 else 1
+            while k >= 0 and save[k] >= n_gs - 1:   # at or past the subject's last solved point
+                for i in range(n):
+                    lam[i] += gout[s, k, i]
+                k -= 1
+            for g in range(n_gs - 2, -1, -1):
                 while k >= 0 and save[k] == g + 1:
                     for i in range(n):
                         lam[i] += gout[s, k, i]
@@ -330,7 +343,11 @@ class RK4Kernel:
     -----
     Arrays: ``y0`` (subjects, states), ``params`` (subjects, parameters in
     ``spec.param_names`` order), ``cov`` (subjects, inputs + onsets), ``grid`` (steps + 1,
-    time since the dose, increasing), ``save`` (sorted grid indices to return).
+    time since the dose, increasing), ``save`` (sorted grid indices to return), ``upto``
+    (int, subjects, or empty for all: how many of the saved points each subject needs; a
+    subject is solved only up to its last, and the saved points after it are copies of its
+    state there, their adjoints added to it; fits pass each subject's last record, so a
+    patient followed for 28 days costs 28 days of steps, not the study's longest follow-up).
     """
 
     def __init__(self, spec: ModelSpec, inputs: tuple[str, ...]) -> None:

@@ -146,6 +146,9 @@ class ODELogLik:
         self.log_value = np.ascontiguousarray(np.concatenate(cols[4]))
         self.cens = np.ascontiguousarray(np.concatenate(cols[5]))
         self.bounds = tuple(bounds)
+        # saved points each subject needs: up to its last record (kernel ``upto``)
+        self.upto = np.zeros(len(self.cov), dtype=np.int64)
+        np.maximum.at(self.upto, self.rs, self.rk + 1)
         self.source = _record_source(kernel.spec, kernel.inputs, self.analytes, self.bounds)
         liks = tuple((f"_lik{i}", RESIDUAL_MODELS[errors[a]].numba)
                      for i, a in enumerate(self.analytes))
@@ -164,7 +167,7 @@ class ODELogLik:
 
     def _build(self) -> Any:
         forward, backward, records = self.kernel.forward, self.kernel.backward, self._records
-        grid, save, cov = self.grid, self.save, self.cov
+        grid, save, cov, upto = self.grid, self.save, self.cov, self.upto
         rs, rk, rt, value, log_value, cens = (self.rs, self.rk, self.rt, self.value,
                                               self.log_value, self.cens)
         n_a = self.n_analytes
@@ -174,14 +177,14 @@ class ODELogLik:
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             y0 = np.ascontiguousarray(y0)
             params = np.ascontiguousarray(params)
-            states, traj = forward(y0, params, cov, grid, save)
+            states, traj = forward(y0, params, cov, grid, save, upto)
             gstates = np.zeros(states.shape)
             gp_out = np.zeros(params.shape)
             gsig = np.zeros((n_a, 2))
             out = np.empty(1)
             out[0] = records(states, params, cov, rs, rk, rt, value, log_value, cens,
                              np.ascontiguousarray(sigma), gstates, gp_out, gsig)
-            gy0, gp = backward(traj, params, cov, grid, save, gstates)
+            gy0, gp = backward(traj, params, cov, grid, save, gstates, upto)
             return out, gy0, gp + gp_out, gsig
 
         return ode_loglik

@@ -28,6 +28,8 @@ from ckmodel.population.ode_kernel import RK4Kernel, switched_odes
 
 __all__ = ["ODESolveOp", "ODEVJPOp"]
 
+_ALL = np.zeros(0, dtype=np.int64)   # the kernels' ``upto``: every subject to the last point
+
 
 class _KernelOp(Op):
     __props__ = ("key",)
@@ -80,7 +82,8 @@ class ODESolveOp(_KernelOp):
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
         y0, params, cov = (np.ascontiguousarray(x) for x in inputs)
-        outputs[0][0], outputs[1][0] = self.kernel.forward(y0, params, cov, self.grid, self.save)
+        outputs[0][0], outputs[1][0] = self.kernel.forward(y0, params, cov, self.grid, self.save,
+                                                           _ALL)
 
     def connection_pattern(self, node: Apply) -> list[list[bool]]:  # noqa: D102
         return [[True, False], [True, False], [False, False]]
@@ -106,7 +109,7 @@ class ODEVJPOp(_KernelOp):
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:  # noqa: D102
         _, params, cov, traj, g = (np.ascontiguousarray(x) for x in inputs)
-        gy0, gp = self.kernel.backward(traj, params, cov, self.grid, self.save, g)
+        gy0, gp = self.kernel.backward(traj, params, cov, self.grid, self.save, g, _ALL)
         outputs[0][0] = gy0
         outputs[1][0] = gp
 
@@ -123,7 +126,7 @@ def _numba_solve(op: ODESolveOp, node: Any = None, **kwargs: Any) -> Any:
     def ode_solve(y0: np.ndarray, params: np.ndarray, cov: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
         return forward(np.ascontiguousarray(y0), np.ascontiguousarray(params),
-                       np.ascontiguousarray(cov), grid, save)
+                       np.ascontiguousarray(cov), grid, save, np.zeros(0, dtype=np.int64))
 
     return ode_solve
 
@@ -136,7 +139,8 @@ def _numba_vjp(op: ODEVJPOp, node: Any = None, **kwargs: Any) -> Any:
     def ode_vjp(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, traj: np.ndarray,
                 g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return backward(np.ascontiguousarray(traj), np.ascontiguousarray(params),
-                        np.ascontiguousarray(cov), grid, save, np.ascontiguousarray(g))
+                        np.ascontiguousarray(cov), grid, save, np.ascontiguousarray(g),
+                        np.zeros(0, dtype=np.int64))
 
     return ode_vjp
 

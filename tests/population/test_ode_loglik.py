@@ -48,10 +48,18 @@ def test_fused_ode_loglik_equals_pointwise_graph():
     """Same value (rtol 1e-12) and gradients in theta and every residual SD (rtol 1e-9), for
     the log-normal and combined error models with M3 and for M1: both sides run the same RK4
     steps, so they agree to rounding. blood_marrow has three analytes, one of them (PB_FLOW)
-    with a parameter in its output expression, and BLQ records (dropped under M1)."""
+    with a parameter in its output expression, and BLQ records (dropped under M1). Follow-up
+    differs between the subjects (84, 28 and 10 days): the fused side solves each subject to
+    its last record only (the kernel's ``upto``), the pointwise side every subject to day 84."""
+    from ckmodel.data import CKData
+
     spec = load_model("blood_marrow")
     data, truth = simulate_ckdata(spec, n=3, dose=[1.0], seed=4, times=TIMES,
                                   lloq={"PB_QPCR": 50.0, "BM_QPCR": 50.0, "PB_FLOW": 0.2})
+    obs = data.observations
+    last = obs["ID"].map(dict(zip(data.subjects, (84.0, 28.0, 10.0), strict=True)))
+    data = CKData.from_frames(obs[obs["TIME"] <= last].drop(columns="ROW"), data.doses,
+                              data.covariates, analytes=data.analyte_units)
     th = pt.dmatrix("theta")
     outputs, inputs, n_wrt = [], [th], []
     for error, blq_method in CASES:
