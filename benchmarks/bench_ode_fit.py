@@ -12,8 +12,8 @@ smallest bulk ESS over the population parameters and each chain's mean log densi
 prints its wall time, its sampling time and the convergence summary. Run it twice to see the
 effect of the compile cache (PyTensor's numba cache keeps the compiled log density).
 
-Run: ``python benchmarks/bench_ode_fit.py [--n 30] [--time-box 1800] [--e2e]`` (10-15 min on
-2 cores).
+Run: ``python benchmarks/bench_ode_fit.py [--n 30 | --data trial] [--time-box 1800] [--e2e]``
+(10-15 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(PopulationOptions.centered; none: non-centred, never whitened)")
     ap.add_argument("--target-accept", type=float, default=0.9,
                     help="target acceptance of the fit, with --e2e (default %(default)s)")
+    ap.add_argument("--data", default="sim", choices=("sim", "trial"),
+                    help="sim: --n subjects simulated from the model, all followed to day "
+                         "365; trial: the bundled example trial (30 patients, follow-up "
+                         "ended by allo-HSCT, progression or death)")
     ap.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                     help="fix a parameter at a value, with --e2e (PopulationOptions.fixed; "
                          "repeat)")
@@ -53,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     import arviz as az
     import nutpie
 
-    data = B.simulated_data(B.ODE, n=args.n)
+    if args.data == "trial":
+        from ckmodel import load_model, read_ck
+        from ckmodel.resources import example_data
+
+        data = read_ck(example_data()[0], analytes=load_model(B.ODE).output_units)
+    else:
+        data = B.simulated_data(B.ODE, n=args.n)
     if args.e2e:
         return fit_e2e(data, args.chains, args.seed, args.iiv_sd, args.centered,
                        args.target_accept, fixed)
