@@ -102,6 +102,7 @@ def test_message_names_the_schedule_for_each_audience():
     spec = _chain()
     res = grid_stability(spec, {"ka": 0.1, "kb": 0.9}, amt=np.ones(1), t_end=100.0,
                          options=ODEOptions(max_step=((np.inf, 5.0),)))
+    use_cli_hints(False)   # the hint style is per context; another test may have set it
     msg = res.message()
     assert "0.9/day" in msg and "state B" in msg and "0.557/day" in msg
     assert "[solver] max_step = [[inf, 2]]" in msg and "with_max_step" in msg
