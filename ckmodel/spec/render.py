@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import sympy as sp
 
@@ -219,4 +220,8 @@ def to_text(spec: ModelSpec) -> str:
         lines += ["", "Time-varying switches"]
         lines += [f"  {w.name}: {w.parameter} multiplied by {w.factor} from the time in column "
                   f"{w.onset} (smooth gate, width {w.width:g} {tu})" for w in spec.switches]
+    if spec.max_step:
+        steps = ", then ".join(f"{h:g} {tu} to {tu} {u:g}" if np.isfinite(u) else
+                               f"{h:g} {tu} after" for u, h in spec.max_step)
+        lines += ["", f"RK4 steps of ODE fits (at most): {steps}"]
     return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -132,6 +132,8 @@ def test_antigen_driven_schedule_is_stable_over_its_priors():
 def test_with_max_step_round_trips_through_toml():
     spec = load_model("antigen_driven").with_max_step([(14, 0.25), (np.inf, 2.5)])
     assert spec.max_step == ((14.0, 0.25), (np.inf, 2.5))
+    assert "RK4 steps of ODE fits (at most): 0.25 day to day 14, then 2.5 day after" in (
+        spec.to_text())   # what `ckmodel models NAME` prints
     assert spec_from_dict(__import__("tomllib").loads(spec.to_toml())).max_step == spec.max_step
     with pytest.raises(Exception, match="increase"):
         spec.with_max_step([(14, 0.25), (10, 1.0)])
