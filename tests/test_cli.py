@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def test_demo_without_fit(tmp_path):
     (["fit", "{ck}", "--max-step", "14"], "--max-step"),
     (["fit", "{ck}", "--max-step", "14:0.25", "--max-step", "10:1"], "increase"),
     (["fit", "{ck}", "--max-step", "inf:0"], "--max-step"),
+    (["nca", "{ck}", "--after-hsct", "censor"], "--after-hsct"),
     (["nca", "{ck}", "--by", "DOSE_LVL"], "--by"),
     (["nca", "{ck}", "--window", "28,0"], "--window"),
     (["simulate", "--dose", "-1"], "--dose"),
@@ -208,3 +210,19 @@ def test_command_line_defaults_agree_with_the_python_api():
     assert set(fit_commands.ERROR_CHOICES) == set(ERROR_MODELS)
     assert fit_commands.IIV_SD_CHOICES == IIV_SD_FORMS
     assert fit_commands.CENTRING_MODES == CENTRING_MODES
+
+
+def test_records_after_hsct_kept_flagged_or_dropped(tmp_path):
+    """The warning names the command-line option, not Python; --after-hsct drop leaves the
+    flagged records out and says how many."""
+    args = ["nca", str(TRIAL / "ck.csv"), "--outcomes", str(TRIAL / "outcomes.csv")]
+    kept = run(*args, "-o", str(tmp_path / "kept.csv"))
+    assert kept.returncode == 0, kept.stderr
+    assert "--after-hsct drop" in kept.stderr and "without_flagged" not in kept.stderr
+    dropped = run(*args, "--after-hsct", "drop", "-o", str(tmp_path / "dropped.csv"))
+    assert dropped.returncode == 0, dropped.stderr
+    out = dropped.stdout + dropped.stderr
+    assert re.search(r"--after-hsct drop: [1-9]\d* record\(s\) after allo-HSCT left out", out)
+    assert "after allo-HSCT at" not in dropped.stderr      # no warning left to give
+    a, b = pd.read_csv(tmp_path / "kept.csv"), pd.read_csv(tmp_path / "dropped.csv")
+    assert len(a) == len(b) and not a.equals(b)            # same subjects, shorter records

@@ -179,16 +179,34 @@ def load_fit_file(path: Path) -> Any:
 
 
 def read_data(data: Path, *, outcomes: Path | None, column_map_value: str | None,
-              units: dict[str, str], time_unit: str, model_units: dict[str, str] | None = None
-              ) -> Any:
-    """Read a CK file for a command: model outputs and ``--units`` declare the analytes."""
+              units: dict[str, str], time_unit: str, model_units: dict[str, str] | None = None,
+              after_hsct: str = "keep") -> Any:
+    """Read a CK file for a command; model outputs and ``--units`` declare the analytes.
+
+    ``--after-hsct drop`` leaves out the records after allo-HSCT, saying how many.
+    """
     from ckmodel.data import read_ck
+
+    if after_hsct not in ("keep", "drop"):
+        bad_option("--after-hsct", f"{after_hsct!r}: use keep (flagged) or drop")
+    from ckmodel.errors import DataWarning
 
     analytes = dict(model_units or {})
     analytes.update(units)
     with shown_warnings():
-        return read_ck(data, outcomes=outcomes, column_map=column_map(column_map_value),
-                       analytes=analytes or None, time_unit=time_unit)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ck = read_ck(data, outcomes=outcomes, column_map=column_map(column_map_value),
+                         analytes=analytes or None, time_unit=time_unit)
+        if after_hsct == "drop":
+            n = int(ck.observations["AFTER_HSCT"].sum())
+            ck = ck.without_flagged()
+            say(f"--after-hsct drop: {n} record(s) after allo-HSCT left out")
+        left = any(p.severity != "error" for p in ck.problems)
+        for w in caught:   # the data warning is moot when the dropped records were its subject
+            if not (after_hsct == "drop" and issubclass(w.category, DataWarning) and not left):
+                warnings.warn(w.message, w.category, stacklevel=2)
+    return ck
 
 
 def bundled_example(name: str = "example_trial") -> tuple[Path, Path | None]:
@@ -211,6 +229,10 @@ UnitsOpt = Annotated[list[str] | None, typer.Option(
     help="Declare an ANALYTE code beyond PB_QPCR, BM_QPCR, PB_FLOW, BM_FLOW with the unit of "
          "its DV and LLOQ, e.g. --units CONC=mg/L; repeatable. A fitted model's own outputs "
          "need no --units.")]
+AfterHSCTOpt = Annotated[str, typer.Option(
+    "--after-hsct", metavar="keep|drop",
+    help="Records after allo-HSCT (HSCT_TIME): keep them, flagged AFTER_HSCT (default), or "
+         "drop them, so that each patient's CAR-T record ends at the transplant")]
 TimeUnitOpt = Annotated[str, typer.Option(
     "--time-unit", metavar="UNIT",
     help="Unit of TIME (and outcome times) in the data: minute, hour, day, week, month or "

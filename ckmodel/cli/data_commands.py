@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ckmodel.cli.common import (
+    AfterHSCTOpt,
     DataArg,
     MapOpt,
     OutcomesOpt,
@@ -98,6 +99,7 @@ def nca(
              "and 0-84 days (AUC0_28, AUC0_84) for day data; names carry the unit otherwise "
              "(e.g. AUC0_24H)")] = None,
     blq_rule: Annotated[str, typer.Option(help="BLQ handling rule")] = "first-zero-rest-drop",
+    after_hsct: AfterHSCTOpt = "keep",
     summary_output: Annotated[Path | None, typer.Option("--summary-output",
                                                         help="Group summary CSV")] = None,
 ) -> None:
@@ -114,7 +116,8 @@ def nca(
     check_file(data, "DATA")
     try:
         ck = read_data(data, outcomes=outcomes, column_map_value=column_map_value,
-                       units=declared, time_unit=time_unit)
+                       units=declared, time_unit=time_unit,
+                       after_hsct=after_hsct)
         if by is not None:
             have = list(ck.covariates.columns) + (
                 list(ck.outcomes.columns) if ck.outcomes is not None else [])

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ckmodel.cli.common import (
+    AfterHSCTOpt,
     DataArg,
     MapOpt,
     OutcomesOpt,
@@ -226,6 +227,7 @@ def fit(
     target_accept: Annotated[float, typer.Option(min=0.5, max=0.999,
                                                  help="NUTS target acceptance")] = 0.9,
     blq_method: Annotated[str, typer.Option(help="M3 (censored) or M1 (drop)")] = "M3",
+    after_hsct: AfterHSCTOpt = "keep",
     max_step: Annotated[list[str] | None, typer.Option(
         "--max-step", metavar="UNTIL:STEP",
         help="RK4 step schedule of an ODE fit, replacing the model's [solver] max_step: steps "
@@ -253,7 +255,8 @@ def fit(
 
     try:
         ck = read_data(data, outcomes=outcomes, column_map_value=column_map_value,
-                       units=declared, time_unit=time_unit, model_units=spec.output_units)
+                       units=declared, time_unit=time_unit, model_units=spec.output_units,
+                       after_hsct=after_hsct)
         _left_out_analytes(ck, spec, analyte)
         t0 = time.perf_counter()
         with shown_warnings(stated=(ConvergenceWarning,)):

@@ -13,7 +13,7 @@ from ckmodel.data import schema as S
 from ckmodel.data._records import ROW, Table, coerce_table
 from ckmodel.data.checks import CheckContext, run_checks, split_covariates
 from ckmodel.data.outcome_checks import check_outcomes, hsct_times
-from ckmodel.errors import DatasetError, DataWarning, Problem
+from ckmodel.errors import DatasetError, DataWarning, Problem, hint
 
 CK_NUMERIC = S.NUMERIC_COLUMNS
 CK_TEXT = S.TEXT_COLUMNS
@@ -202,6 +202,8 @@ def finish(problems: list[Problem], parts: Parts | None, file: str | None, *, st
         counts = pd.Series([p.rule for p in warns]).value_counts()
         what = "; ".join(f"{n} x {rule}" for rule, n in counts.items())
         warnings.warn(f"{len(warns)} data warning(s){f' in {file}' if file else ''} "
-                      f"(records kept, flagged): {what}. First: {warns[0]}. See "
-                      "CKData.problems for the full list.", DataWarning, stacklevel=stacklevel)
+                      f"(records kept, flagged): {what}. First: {warns[0]}. " + hint(
+                          python="See CKData.problems for the full list.",
+                          cli="'ckmodel check' lists them all."),
+                      DataWarning, stacklevel=stacklevel)
     return parts, warns

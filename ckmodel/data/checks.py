@@ -370,7 +370,9 @@ def after_hsct(ctx: CheckContext) -> list[Problem]:
     return t.problems(
         mask, "after_hsct",
         "record at TIME {time} is after allo-HSCT at {hsct} (HSCT_TIME); it is kept and flagged "
-        "AFTER_HSCT=True; use CKData.without_flagged() to stop each record at HSCT",
+        "AFTER_HSCT=True; " + hint(python="use CKData.without_flagged()",
+                                   cli="pass --after-hsct drop (nca, fit)")
+        + " to stop each record at HSCT",
         column=S.TIME, severity="warning", values={"time": S.TIME, "hsct": "_H"})
 
 
