@@ -177,3 +177,19 @@ def test_catalog_schedules_hold_over_the_priors(name, bound):
     res = prior_stability(spec, amt=np.array([0.5, 1.0, 5.0]), t_end=365.0, n=400, seed=3,
                           covariates=cov)
     assert res.fraction <= bound, res.message()
+
+
+def test_fit_with_a_stable_grid_says_nothing():
+    """The same fit with rates well inside the 5-day steps' limit: no warning, 0 % recorded."""
+    from ckmodel.fitting import fit
+    from ckmodel.population import PopulationOptions
+    from ckmodel.testing import simulate_ckdata
+
+    spec = _chain(kb_prior="LogNormal(log(0.2), 0.1)").with_max_step([(np.inf, 5.0)])
+    data, _ = simulate_ckdata(spec, n=4, dose=[1.0], seed=3, times=[1, 3, 7, 14, 28, 60, 90])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(data, spec, sampler="map", seed=1, options=PopulationOptions(method="ode"))
+    assert not [w for w in caught if issubclass(w.category, SolverWarning)]
+    grid = res.meta["step_grid"]
+    assert grid["prior"]["unstable_fraction"] == 0 == grid["posterior"]["unstable_fraction"]
