@@ -186,10 +186,10 @@ def read_data(data: Path, *, outcomes: Path | None, column_map_value: str | None
     ``--after-hsct drop`` leaves out the records after allo-HSCT, saying how many.
     """
     from ckmodel.data import read_ck
+    from ckmodel.errors import DataWarning
 
     if after_hsct not in ("keep", "drop"):
         bad_option("--after-hsct", f"{after_hsct!r}: use keep (flagged) or drop")
-    from ckmodel.errors import DataWarning
 
     analytes = dict(model_units or {})
     analytes.update(units)

@@ -299,11 +299,6 @@ def demo(
     chains: Annotated[int, typer.Option(min=1)] = 4,
     seed: Annotated[int, typer.Option(min=0)] = 1,
     fit_model: Annotated[bool, typer.Option("--fit/--no-fit", help="Run the fit step")] = True,
-    max_step: Annotated[list[str] | None, typer.Option(
-        "--max-step", metavar="UNTIL:STEP",
-        help="RK4 step schedule of an ODE fit, replacing the model's [solver] max_step: steps "
-             "of at most STEP up to time UNTIL (model time unit; UNTIL may be inf), e.g. "
-             "--max-step 14:0.25 --max-step 100:2 --max-step inf:3; repeatable")] = None,
     until_converged: Annotated[float, typer.Option(
         "--until-converged", metavar="SECONDS", min=0,
         help="Run the fit longer until it converges, within this budget (seconds; 0: one "

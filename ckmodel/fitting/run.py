@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ckmodel.data.schema import time_factor
-from ckmodel.errors import DatasetError, SolverWarning, hint
+from ckmodel.errors import DatasetError, SolverWarning
 from ckmodel.fitting.centering import (
     PILOT_DRAWS,
     PILOT_TUNE,
@@ -37,7 +37,7 @@ from ckmodel.population.model import (
     iiv_sd_forms,
     obs_dim,
 )
-from ckmodel.population.ode_stability import fit_stability
+from ckmodel.population.ode_stability import NEAR_LIMIT_SHARE, fit_stability
 from ckmodel.population.predict import uses_ode
 from ckmodel.population.prepare import PopulationData, prepare
 from ckmodel.population.whitening import whitened_parameters, whitening_from_posterior
@@ -89,8 +89,6 @@ def _pymc_record_draws(pm_model: Any, idata: Any, *, seed: int, progressbar: boo
             idata.add_groups(log_likelihood=ll)
 
 
-#: posterior subject-draws allowed within 20 % of a step's stability limit before a warning
-NEAR_LIMIT_WARN = 0.01
 #: prior draws allowed an unstable step before a warning (the far tails of broad priors,
 #: where few posteriors go; the posterior draws are checked after sampling in any case)
 PRIOR_UNSTABLE_WARN = 0.01
@@ -123,15 +121,11 @@ def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOpt
     elif theta is not None and not stab.stable:
         warnings.warn(f"model '{spec.name}', {where}: {stab.message(spec.time_unit)}",
                       SolverWarning, stacklevel=3)
-    elif theta is not None and stab.near_fraction > NEAR_LIMIT_WARN:
-        sched = ", ".join(f"[{u:g}, {h:g}]" for u, h in stab.suggested)
+    elif theta is not None and stab.near_fraction > NEAR_LIMIT_SHARE:
         warnings.warn(f"model '{spec.name}': {100 * stab.near_fraction:.1f} % of {where} "
                       "take an RK4 step within 20 % of its stability limit; beyond it the "
                       "solve explodes, so the step grid rather than the data may bound the "
-                      f"posterior there. Check with a finer schedule: [solver] max_step = "
-                      f"[{sched}] in the model file, or " + hint(
-                          python="spec.with_max_step(...)", cli=" ".join(
-                              f"--max-step {u:g}:{h:g}" for u, h in stab.suggested)),
+                      f"posterior there. Check with a finer schedule: {stab.remedy()}",
                       SolverWarning, stacklevel=3)
     verdict = {"max_step": [list(r) for r in stab.options.max_step],
                "unstable_fraction": round(stab.fraction, 4),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ckmodel.errors import hint
 from ckmodel.fitting.centering import describe_centering
+from ckmodel.population.ode_stability import NEAR_LIMIT_SHARE
 
 if TYPE_CHECKING:
     from ckmodel.fitting.result import Fit
@@ -185,7 +186,7 @@ def _step_grid_note(grid: dict[str, Any]) -> str:
     if near > 0:
         text += (f"; {100 * near:.1f} % of posterior subject-draws take a step within 20 % of "
                  "its stability limit")
-    if last["unstable_fraction"] > 0 or near > 0.01:
+    if last["unstable_fraction"] > 0 or near > NEAR_LIMIT_SHARE:
         text += (f"; steps {steps(last['suggested'])} would be stable "
                  f"({hint(python='spec.with_max_step', cli='--max-step UNTIL:STEP')})")
     return text

@@ -126,7 +126,7 @@ def _numba_solve(op: ODESolveOp, node: Any = None, **kwargs: Any) -> Any:
     def ode_solve(y0: np.ndarray, params: np.ndarray, cov: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
         return forward(np.ascontiguousarray(y0), np.ascontiguousarray(params),
-                       np.ascontiguousarray(cov), grid, save, np.zeros(0, dtype=np.int64))
+                       np.ascontiguousarray(cov), grid, save, _ALL)
 
     return ode_solve
 
@@ -139,8 +139,7 @@ def _numba_vjp(op: ODEVJPOp, node: Any = None, **kwargs: Any) -> Any:
     def ode_vjp(y0: np.ndarray, params: np.ndarray, cov: np.ndarray, traj: np.ndarray,
                 g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return backward(np.ascontiguousarray(traj), np.ascontiguousarray(params),
-                        np.ascontiguousarray(cov), grid, save, np.ascontiguousarray(g),
-                        np.zeros(0, dtype=np.int64))
+                        np.ascontiguousarray(cov), grid, save, np.ascontiguousarray(g), _ALL)
 
     return ode_vjp
 

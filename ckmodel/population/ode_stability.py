@@ -33,7 +33,7 @@ from ckmodel.population.prepare import PopulationData
 from ckmodel.spec.expr import compile_expr
 from ckmodel.spec.model import ModelSpec
 
-__all__ = ["RK4_REAL_LIMIT", "GridStability", "fit_stability", "grid_stability",
+__all__ = ["NEAR_LIMIT_SHARE", "RK4_REAL_LIMIT", "GridStability", "fit_stability", "grid_stability",
            "prior_stability", "rk4_amplification"]
 
 #: Largest ``h * rate`` for which RK4 damps a real decaying mode (root of ``R(-x) = 1``).
@@ -42,6 +42,9 @@ RK4_REAL_LIMIT = 2.785293563405282
 # a step counts as unstable when it amplifies a decaying mode by more than this factor (small
 # |z| near the imaginary axis gives |R| above 1 by O(|z|^6), which is not an instability)
 _TOL = 1e-3
+#: share of posterior subject-draws within 20 % of a step's limit that fits warn about
+NEAR_LIMIT_SHARE = 0.01
+
 # the smallest |z| in the left half-plane that one RK4 step amplifies (by 1 + _TOL) is 2.6165
 _SAFE_RADIUS = 2.6
 _NICE = (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0)
@@ -115,9 +118,6 @@ class GridStability:
         """What was found and the schedule to use instead, for the model file and the CLI."""
         if self.stable:
             return f"RK4 step grid stable for all {self.n_subjects} subjects checked"
-        sched = ", ".join(f"[{_fmt(u)}, {_fmt(h)}]" for u, h in self.suggested)
-        fix = hint(python=f"spec.with_max_step([{sched.replace('inf', 'np.inf')}])",
-                   cli=" ".join(f"--max-step {_fmt(u)}:{_fmt(h)}" for u, h in self.suggested))
         rate = (f"a decay rate of {self.worst_rate:.3g}/{unit} (mostly state "
                 f"{self.worst_state})" if np.isfinite(self.worst_rate)
                 else "a solve that is not finite")
@@ -127,7 +127,14 @@ class GridStability:
                 f"{unit} {self.worst_time:.4g}, where {self.worst_step:g}-{unit} steps damp "
                 f"decay rates only up to {limit:.3g}/{unit}; the solution there oscillates and "
                 f"explodes, which a fit reports as divergences. Use a finer schedule: "
-                f"[solver] max_step = [{sched}] in the model file, or {fix}")
+                f"{self.remedy()}")
+
+    def remedy(self) -> str:
+        """The suggested schedule, as a model-file line and for the audience at hand."""
+        sched = ", ".join(f"[{_fmt(u)}, {_fmt(h)}]" for u, h in self.suggested)
+        fix = hint(python=f"spec.with_max_step([{sched.replace('inf', 'np.inf')}])",
+                   cli=" ".join(f"--max-step {_fmt(u)}:{_fmt(h)}" for u, h in self.suggested))
+        return f"[solver] max_step = [{sched}] in the model file, or {fix}"
 
 
 def _fmt(x: float) -> str:
