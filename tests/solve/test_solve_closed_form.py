@@ -214,3 +214,19 @@ def test_states_before_the_dose_are_the_initial_values():
     y = solve_states(spec, {k: [v, v] for k, v in p.items()}, t, amt=[1.0, np.nan])
     np.testing.assert_array_equal(y[1], 0.0)
     assert np.all(y[0, :, 1:] > 0)
+
+
+def test_closed_form_in_blocks_equals_one_pass(random_subjects, monkeypatch):
+    """Closed forms are evaluated in blocks of subjects (cache-sized temporaries); block
+    boundaries change nothing, with doses at different times and a subject before its dose."""
+    from ckmodel.solve import numpy_solver
+
+    spec = load_model("blood_marrow")
+    p = random_subjects(spec, n=23)
+    times = np.linspace(0.0, 100.0, 51)
+    dose_time = np.where(np.arange(23) % 3 == 0, 5.0, 0.0)
+    one = solve_states(spec, p, times, amt=1.0, dose_time=dose_time, options=CLOSED)
+    monkeypatch.setattr(numpy_solver, "CLOSED_BLOCK", 4 * times.size * len(spec.states))
+    blocks = solve_states(spec, p, times, amt=1.0, dose_time=dose_time, options=CLOSED)
+    assert np.array_equal(one, blocks)  # 6 blocks of 4 subjects against one of 23
+    assert np.all(one[::3, :, times < 5.0] == one[0, :, 0][None, :, None])
