@@ -132,6 +132,13 @@ def fit_e2e(data: object, chains: int, seed: int = 1, iiv_sd: str = "auto",
           f"{conv.get('max_rhat', float('nan')):.3f}, min bulk ESS "
           f"{conv.get('min_ess_bulk', float('nan')):.0f}, lagging chains "
           f"{conv.get('lagging_chains')}")
+    table = fit.summary().parameters.sort_values("ess_bulk")
+    print("lowest bulk ESS: " + ", ".join(f"{name} {row.ess_bulk:.0f} (R-hat {row.r_hat:.3f})"
+                                          for name, row in table.head(4).iterrows()))
+    grid = m.get("step_grid") or {}
+    print("step grid: " + "; ".join(f"{k}: unstable {v.get('unstable_fraction')}, near the "
+                                    f"limit {v.get('near_limit_fraction')}"
+                                    for k, v in grid.items() if isinstance(v, dict)))
     print("runs: " + "; ".join(f"{a.get('random_effects', 'non-centred')} {a['tune']}+"
                                f"{a['draws']} ({a['seconds']:.0f} s, {a.get('divergences')} "
                                "divergences)" for a in m.get("attempts") or []))
