@@ -202,8 +202,9 @@ def fit(
                                       + "|".join(ERROR_CHOICES) + "; repeatable")] = None,
     centered: Annotated[list[str] | None, typer.Option(
         metavar="auto|none|whitened|shrinkage|NAME[=WEIGHT]",
-        help="Parametrisation of the random effects: auto (default: non-centred, then "
-             "whitened if that run diverges or its E-BFMI is low), none (all non-centred), "
+        help="Parametrisation of the random effects: auto (default: closed forms "
+             "non-centred, then whitened if that run diverges or its E-BFMI is low; models "
+             "solved as ODEs whitened after a pilot run), none (all non-centred), "
              "whitened (each subject's effects whitened by their conditional posterior, from "
              "a pilot run), shrinkage (centring weights per subject and effect from a pilot "
              "run: 1 - eta shrinkage), or the parameters to centre (NAME, or NAME=WEIGHT with "

@@ -134,6 +134,32 @@ def _step_grid_check(spec: ModelSpec, pdata: PopulationData, opts: PopulationOpt
     return ({"prior": verdict} if before is None else dict(before, posterior=verdict))
 
 
+def random_effects_plan(spec: ModelSpec, pdata: PopulationData, opts: PopulationOptions, *,
+                        sampler: str, until_converged: float | None) -> tuple[bool, bool]:
+    """Whether a fit whitens its random effects after a pilot, or after a failed first run.
+
+    Whitened effects (:mod:`ckmodel.population.whitening`) are used when asked for
+    (``centered="whitened"``), and under ``"auto"`` with a time budget: from the start, after
+    a pilot run, for models solved as ODEs, whose gradient costs milliseconds, so that the
+    leapfrog steps per draw rule the fit's time (46 against 110 per draw on the 30-subject
+    ``antigen_driven`` benchmark, converged in 544 s end to end where the non-centred fit was
+    not; ``benchmarks/README.md``); for closed forms only when the non-centred run fails in a
+    way more draws do not mend. The whitening Op has numba and Python implementations (nutpie
+    and PyMC's NUTS), not JAX, and needs uncorrelated random effects.
+
+    Returns
+    -------
+    (bool, bool)
+        Whiten after a pilot run; sample again whitened when the non-centred run fails.
+    """
+    can = (not opts.correlated and bool(iiv_parameters(spec, opts))
+           and sampler in ("nutpie", "pymc"))
+    auto = opts.centered == "auto" and until_converged is not None
+    now = can and (opts.centered == "whitened"
+                   or (auto and uses_ode(spec, pdata, opts.method)))
+    return now, can and auto and not now
+
+
 def _check_settings(*, sampler: str, draws: int, tune: int, chains: int, seed: int,
                     target_accept: float, mass_matrix: str) -> None:
     """Refuse sampler settings that cannot work, before anything is compiled."""
@@ -220,19 +246,19 @@ def fit(
         of mechanistic ODE models: 184 instead of 546 per iteration on a 30-subject
         ``antigen_driven`` fit). ``auto``: low-rank when the model is solved as ODEs.
     until_converged : float or None
-        A time budget in seconds (default 600; 0 or None: one run, as asked): when the
-        convergence checks fail, the chains run again,
-        longer (same compiled model, seed + 1, + 2 ...): draws grow by the factor the lowest
-        ESS or the worst R-hat asks for (1.5x to 4x), warm-up doubles when there were
-        divergences or a stuck chain (:mod:`ckmodel.fitting.run_length`), while the next run fits in
-        the budget; every run is recorded in ``meta["attempts"]`` and the last one is kept.
-        Under ``options.centered="auto"`` (the default) a first, non-centred run that
-        diverges or has an E-BFMI below 0.3 ends at its first check, and the fit samples
+        A time budget in seconds (default 600; 0 or None: one run, as asked): when the convergence
+        checks fail, the chains run again, longer (same compiled model, seed + 1, + 2 ...): draws
+        grow by the factor the lowest ESS or the worst R-hat asks for (1.5x to 4x), warm-up doubles
+        when there were divergences or a stuck chain (:mod:`ckmodel.fitting.run_length`), while the
+        next run fits in the budget; every run is recorded in ``meta["attempts"]`` and the last one
+        is kept. Under ``options.centered="auto"`` (the default) a model solved as ODEs is sampled
+        with whitened random effects built from a pilot run; for a closed form, a first, non-centred
+        run that diverges or has an E-BFMI below 0.3 ends at its first check, and the fit samples
         again with whitened random effects built from it (:mod:`ckmodel.population.whitening`;
-        ``meta["whitened"]``, each attempt's ``random_effects``; the whitening itself is
-        saved in ``constant_data``), when at least a quarter of the budget is left: so
-        whether a fit switches depends on the machine's speed as well as on the seed. nutpie
-        and PyMC's NUTS only (no JAX implementation). MCMC samplers only.
+        ``meta["whitened"]``, each attempt's ``random_effects``; the whitening itself is saved in
+        ``constant_data``), when at least a quarter of the budget is left: so whether a fit switches
+        depends on the machine's speed as well as on the seed. nutpie and PyMC's NUTS only (no JAX
+        implementation). MCMC samplers only.
 
     Returns
     -------
@@ -274,13 +300,10 @@ def fit(
     pilot_run = (opts.centered == "shrinkage" and not opts.correlated and bool(iiv_names)
                  and sampler in MCMC_SAMPLERS)
     centering = np.zeros((pdata.n_subjects, len(iiv_names))) if pilot_run else None
-    # whitened random effects: asked for (after a pilot), or under "auto" when the
-    # non-centred run fails in a way more draws do not mend (ckmodel.population.whitening);
-    # the whitening Op has numba and Python implementations, not JAX
-    can_whiten = not opts.correlated and bool(iiv_names) and sampler in ("nutpie", "pymc")
-    whiten_now = opts.centered == "whitened" and can_whiten
-    switch = opts.centered == "auto" and can_whiten and until_converged is not None
-    if opts.centered == "whitened" and not can_whiten:
+    whiten_now, switch = random_effects_plan(spec, pdata, opts, sampler=sampler,
+                                             until_converged=until_converged)
+    ode_auto = whiten_now and opts.centered == "auto"
+    if opts.centered == "whitened" and not whiten_now:
         log.warning("random effects not whitened (asked for with centered='whitened'): %s; "
                     "they are sampled non-centred", "the model has no random effects"
                     if not iiv_names else f"the {sampler} sampler cannot run the whitening")
@@ -316,7 +339,9 @@ def fit(
     if whiten_now:
         first, attempts = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed), []
         t_pilot = time.perf_counter() - t0
-        whitened = {"after": f"a pilot run of {PILOT_TUNE} + {PILOT_DRAWS} steps per chain"}
+        whitened = {"after": f"a pilot run of {PILOT_TUNE} + {PILOT_DRAWS} steps per chain"
+                    + (" (centered='auto' whitens the effects of models solved as ODEs)"
+                       if ode_auto else "")}
     else:
         first, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
                                     budget=until_converged if sampler in MCMC_SAMPLERS

@@ -28,16 +28,18 @@ class PopulationOptions:
     Attributes
     ----------
     centered : "auto", "whitened", "shrinkage", tuple of str or mapping of str to float
-        How random effects are parametrised. ``"auto"`` (default): non-centred; when that run
-        fails in a way more draws do not mend (divergences, E-BFMI below 0.3),
-        :func:`ckmodel.fitting.fit` samples again with whitened effects built from it, within
-        its time budget. ``"whitened"``: each subject's effects in the coordinates of their
-        conditional posterior given the typical values, IIV SDs and residual SDs, built from
-        a short non-centred pilot run (:mod:`ckmodel.population.whitening`). A tuple names
-        the parameters to centre fully (``()``: all non-centred, never whitened); a mapping
-        gives each named parameter one weight in [0, 1] (0 non-centred, 1 centred);
-        ``"shrinkage"``: a weight per subject and effect from a short pilot run (1 minus the
-        subject's variance-based eta shrinkage, :mod:`ckmodel.fitting.centering`).
+        How random effects are parametrised. ``"auto"`` (default): for closed forms non-centred, and
+        when that run fails in a way more draws do not mend (divergences, E-BFMI below 0.3),
+        :func:`ckmodel.fitting.fit` samples again with whitened effects built from it, within its
+        time budget; models solved as ODEs are whitened after a pilot run from the start (their
+        gradient costs milliseconds, so the leapfrog steps per draw, which whitening cuts 2-3x, rule
+        the fit's time). ``"whitened"``: each subject's effects in the coordinates of their
+        conditional posterior given the typical values, IIV SDs and residual SDs, built from a short
+        non-centred pilot run (:mod:`ckmodel.population.whitening`). A tuple names the parameters to
+        centre fully (``()``: all non-centred, never whitened); a mapping gives each named parameter
+        one weight in [0, 1] (0 non-centred, 1 centred); ``"shrinkage"``: a weight per subject and
+        effect from a short pilot run (1 minus the subject's variance-based eta shrinkage,
+        :mod:`ckmodel.fitting.centering`).
     correlated : bool
         Correlated random effects with an LKJ(2) prior (needs HalfNormal IIV priors).
     error : mapping of str to str

@@ -99,3 +99,37 @@ def test_none_never_switches(sim_data, monkeypatch):
     _warned_iff_not_converged(caught, res)
     assert res.meta["whitened"] is None
     assert all("random_effects" not in a for a in res.meta["attempts"])
+
+
+def test_auto_plan_whitens_ode_fits_from_the_start(sim_data):
+    """Under ``centered="auto"`` a model solved as ODEs is whitened after a pilot, a closed form
+    only after a failed non-centred run; asked-for forms, the samplers without the whitening
+    Op, correlated effects and a fit without a time budget get what they ask for."""
+    from ckmodel.fitting.run import random_effects_plan
+    from ckmodel.population.covariates import apply_time_varying, parse_covariates
+    from ckmodel.population.prepare import prepare
+    from ckmodel.spec import load_model
+    from ckmodel.testing import simulate_ckdata
+
+    data, _ = sim_data
+    spec = load_model("expansion_biphasic")
+    pdata = prepare(data, spec)
+
+    def plan(options=None, sampler="nutpie", budget=600.0, s=spec, p=pdata):
+        return random_effects_plan(s, p, options or PopulationOptions(), sampler=sampler,
+                                   until_converged=budget)
+
+    assert plan() == (False, True)
+    assert plan(PopulationOptions(method="ode")) == (True, False)
+    assert plan(PopulationOptions(method="ode"), sampler="pymc") == (True, False)
+    assert plan(PopulationOptions(method="ode"), budget=None) == (False, False)
+    assert plan(PopulationOptions(method="ode"), sampler="numpyro") == (False, False)
+    assert plan(PopulationOptions(method="ode", correlated=True)) == (False, False)
+    assert plan(PopulationOptions(method="ode", centered=())) == (False, False)
+    assert plan(PopulationOptions(centered="whitened"), budget=None) == (True, False)
+    assert plan(PopulationOptions(centered="whitened"), sampler="numpyro") == (False, False)
+    # a closed form with a time-varying effect is solved as ODEs
+    switched, _ = apply_time_varying(spec, parse_covariates(["beta ~ after(ADA_TIME)"]))
+    ada, _ = simulate_ckdata(switched, n=4, seed=1,
+                             onsets={"beta_after_ADA_TIME": np.array([28.0, np.nan] * 2)})
+    assert plan(s=switched, p=prepare(ada, switched)) == (True, False)
