@@ -17,6 +17,8 @@ from ckmodel.errors import DatasetError, SolverWarning
 from ckmodel.fitting.centering import (
     PILOT_DRAWS,
     PILOT_TUNE,
+    WHITEN_PILOT_DRAWS,
+    WHITEN_PILOT_TUNE,
     centering_summary,
     shrinkage_weights,
 )
@@ -139,13 +141,13 @@ def random_effects_plan(spec: ModelSpec, pdata: PopulationData, opts: Population
     """Whether a fit whitens its random effects after a pilot, or after a failed first run.
 
     Whitened effects (:mod:`ckmodel.population.whitening`) are used when asked for
-    (``centered="whitened"``), and under ``"auto"`` with a time budget: from the start, after
-    a pilot run, for models solved as ODEs, whose gradient costs milliseconds, so that the
-    leapfrog steps per draw rule the fit's time (46 against 110 per draw on the 30-subject
-    ``antigen_driven`` benchmark, converged in 544 s end to end where the non-centred fit was
-    not; ``benchmarks/README.md``); for closed forms only when the non-centred run fails in a
-    way more draws do not mend. The whitening Op has numba and Python implementations (nutpie
-    and PyMC's NUTS), not JAX, and needs uncorrelated random effects.
+    (``centered="whitened"``), and under ``"auto"`` with a time budget: from the start, after a
+    pilot run, for models solved as ODEs, whose gradient costs milliseconds, so that the
+    leapfrog steps per draw rule the fit's time (41-52 against 110-135 per draw on the
+    30-subject ``antigen_driven`` benchmark, seed 1 converged in 504 s end to end where the
+    non-centred fit was not; ``benchmarks/README.md``); for closed forms only when the
+    non-centred run fails in a way more draws do not mend. The whitening Op has numba and Python
+    implementations (nutpie and PyMC's NUTS), not JAX, and needs uncorrelated random effects.
 
     Returns
     -------
@@ -337,9 +339,10 @@ def fit(
                            centering_summary(centering, iiv_names).items()))
     whitening, whitened, t_rebuild = None, None, 0.0
     if whiten_now:
-        first, attempts = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed), []
+        first, attempts = run(draws=WHITEN_PILOT_DRAWS, tune=WHITEN_PILOT_TUNE, seed=seed), []
         t_pilot = time.perf_counter() - t0
-        whitened = {"after": f"a pilot run of {PILOT_TUNE} + {PILOT_DRAWS} steps per chain"
+        whitened = {"after": f"a pilot run of {WHITEN_PILOT_TUNE} + {WHITEN_PILOT_DRAWS} "
+                             "steps per chain"
                     + (" (centered='auto' whitens the effects of models solved as ODEs)"
                        if ode_auto else "")}
     else:
@@ -449,7 +452,8 @@ def fit(
                       else None),
         "iiv_sd": iiv_sd_forms(spec, opts, centering),
         "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
-                  if pilot_run or whiten_now else None),
+                  if pilot_run else {"tune": WHITEN_PILOT_TUNE, "draws": WHITEN_PILOT_DRAWS,
+                                     "seconds": round(t_pilot, 2)} if whiten_now else None),
         "whitened": whitened,
         "step_grid": grid_check,
         "versions": package_versions(),
