@@ -101,6 +101,27 @@ def test_none_never_switches(sim_data, monkeypatch):
     assert all("random_effects" not in a for a in res.meta["attempts"])
 
 
+def test_auto_whitens_an_ode_fit_after_its_pilot(sim_data):
+    """The plan carried out: a model solved as ODEs is sampled whitened after a pilot of
+    WHITEN_PILOT_TUNE + WHITEN_PILOT_DRAWS iterations, which the fit records."""
+    from ckmodel.fitting.centering import WHITEN_PILOT_DRAWS, WHITEN_PILOT_TUNE
+
+    data, _ = sim_data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        res = fit(data, "expansion_biphasic", draws=100, tune=100, chains=2, seed=4,
+                  options=PopulationOptions(method="ode"), progressbar=False,
+                  until_converged=1, posterior_predictive=False, log_likelihood=False)
+    _warned_iff_not_converged(caught, res)
+    meta = res.meta
+    assert "centered='auto' whitens the effects of models solved as ODEs" in \
+        meta["whitened"]["after"]
+    assert (meta["pilot"]["tune"], meta["pilot"]["draws"]) == (WHITEN_PILOT_TUNE,
+                                                               WHITEN_PILOT_DRAWS)
+    assert {a["random_effects"] for a in meta["attempts"]} == {"whitened"}
+    assert "z" in res.posterior
+
+
 def test_auto_plan_whitens_ode_fits_from_the_start(sim_data):
     """Under ``centered="auto"`` a model solved as ODEs is whitened after a pilot, a closed form
     only after a failed non-centred run; asked-for forms, the samplers without the whitening
