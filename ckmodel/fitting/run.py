@@ -304,7 +304,10 @@ def fit(
     centering = np.zeros((pdata.n_subjects, len(iiv_names))) if pilot_run else None
     whiten_now, switch = random_effects_plan(spec, pdata, opts, sampler=sampler,
                                              until_converged=until_converged)
-    ode_auto = whiten_now and opts.centered == "auto"
+    # the pilot's warm-up and draws per chain: centring weights need each subject's variance,
+    # a whitening only its mean and the SDs
+    pilot_tune, pilot_draws = ((PILOT_TUNE, PILOT_DRAWS) if pilot_run else
+                               (WHITEN_PILOT_TUNE, WHITEN_PILOT_DRAWS))
     if opts.centered == "whitened" and not whiten_now:
         log.warning("random effects not whitened (asked for with centered='whitened'): %s; "
                     "they are sampled non-centred", "the model has no random effects"
@@ -329,22 +332,21 @@ def fit(
     t0 = time.perf_counter()
     t_pilot = 0.0
     if pilot_run:
-        pilot = run(draws=PILOT_DRAWS, tune=PILOT_TUNE, seed=seed)
+        pilot = run(draws=pilot_draws, tune=pilot_tune, seed=seed)
         centering = shrinkage_weights(pilot)
         run.set_data("centering", centering)
         t_pilot = time.perf_counter() - t0
         log.info("centring weights from a pilot run of %d + %d steps per chain (%.1f s): %s",
-                 PILOT_TUNE, PILOT_DRAWS, t_pilot,
+                 pilot_tune, pilot_draws, t_pilot,
                  ", ".join(f"{k} {v['median']:.2f}" for k, v in
                            centering_summary(centering, iiv_names).items()))
     whitening, whitened, t_rebuild = None, None, 0.0
     if whiten_now:
-        first, attempts = run(draws=WHITEN_PILOT_DRAWS, tune=WHITEN_PILOT_TUNE, seed=seed), []
+        first, attempts = run(draws=pilot_draws, tune=pilot_tune, seed=seed), []
         t_pilot = time.perf_counter() - t0
-        whitened = {"after": f"a pilot run of {WHITEN_PILOT_TUNE} + {WHITEN_PILOT_DRAWS} "
-                             "steps per chain"
+        whitened = {"after": f"a pilot run of {pilot_tune} + {pilot_draws} steps per chain"
                     + (" (centered='auto' whitens the effects of models solved as ODEs)"
-                       if ode_auto else "")}
+                       if opts.centered == "auto" else "")}
     else:
         first, attempts = run_until(run, draws=draws, tune=tune, seed=seed,
                                     budget=until_converged if sampler in MCMC_SAMPLERS
@@ -451,9 +453,8 @@ def fit(
         "centering": (centering_summary(centering, iiv_names) if centering is not None
                       else None),
         "iiv_sd": iiv_sd_forms(spec, opts, centering),
-        "pilot": ({"tune": PILOT_TUNE, "draws": PILOT_DRAWS, "seconds": round(t_pilot, 2)}
-                  if pilot_run else {"tune": WHITEN_PILOT_TUNE, "draws": WHITEN_PILOT_DRAWS,
-                                     "seconds": round(t_pilot, 2)} if whiten_now else None),
+        "pilot": ({"tune": pilot_tune, "draws": pilot_draws, "seconds": round(t_pilot, 2)}
+                  if pilot_run or whiten_now else None),
         "whitened": whitened,
         "step_grid": grid_check,
         "versions": package_versions(),
