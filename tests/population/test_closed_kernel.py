@@ -164,3 +164,36 @@ def test_op_gradient_of_jacobian_output_is_refused():
     _, jac = ClosedFormOp(kern)(th)
     with pytest.raises(NotImplementedError, match="Jacobian output"):
         pt.grad(jac.sum(), th)
+
+
+def test_saturated_gates_give_the_doubles_of_the_full_formulas():
+    """Past |x| = GATE_SATURATED the kernels' softplus and sigmoid skip exp and log1p; the
+    values must be the same doubles as the formulas they shortcut (``exp(-|x|)`` is then
+    below half an ulp of 1), and match SciPy elsewhere."""
+    from scipy.special import expit
+
+    from ckmodel.population.codegen import GATE_SATURATED, compile_source
+
+    src = ("def gates(x, out):\n"
+           "    for k in range(x.shape[0]):\n"
+           "        out[k, 0], out[k, 1] = _softplus_sigmoid(x[k])\n"
+           "        out[k, 2] = _softplus(x[k])\n"
+           "        out[k, 3] = _sigmoid(x[k])\n")
+    gates = compile_source(src, "gates")
+    x = np.concatenate([np.linspace(-80.0, 80.0, 16001),
+                        np.nextafter(GATE_SATURATED, 0.0) * np.array([-1.0, 1.0]),
+                        GATE_SATURATED * np.array([-1.0, 1.0])])
+    out = np.empty((x.size, 4))
+    gates(x, out)
+    e = np.exp(-np.abs(x))
+    full_sp = np.maximum(x, 0.0) + np.log1p(e)
+    full_sg = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    high, low = x >= GATE_SATURATED, x <= -GATE_SATURATED
+    assert high.sum() > 3500 and low.sum() > 3500
+    for col, full in ((0, full_sp), (2, full_sp), (1, full_sg), (3, full_sg)):
+        np.testing.assert_array_equal(out[high, col], full[high])
+        # below -37 both are exp(x) (NumPy's and libm's exp may differ by an ulp)
+        np.testing.assert_allclose(out[low, col], np.exp(x[low]), rtol=3e-16, atol=0.0)
+        np.testing.assert_allclose(out[:, col], full, rtol=3e-16, atol=0.0)
+    np.testing.assert_allclose(out[:, 0], np.logaddexp(0.0, x), rtol=1e-15, atol=0.0)
+    np.testing.assert_allclose(out[:, 1], expit(x), rtol=1e-15, atol=0.0)
