@@ -249,11 +249,13 @@ def fit(
         ``antigen_driven`` fit). ``auto``: low-rank when the model is solved as ODEs.
     until_converged : float or None
         A time budget in seconds (default 600; 0 or None: one run, as asked): when the convergence
-        checks fail, the chains run again, longer (same compiled model, seed + 1, + 2 ...): draws
-        grow by the factor the lowest ESS or the worst R-hat asks for (1.5x to 4x), warm-up doubles
-        when there were divergences or a stuck chain (:mod:`ckmodel.fitting.run_length`), while the
-        next run fits in the budget; every run is recorded in ``meta["attempts"]`` and the last one
-        is kept. Under ``options.centered="auto"`` (the default) a model solved as ODEs is sampled
+        checks fail, nutpie's chains sample on in the same run and are checked again at the draws
+        the lowest ESS or the worst R-hat asks for (1.2x to 4x, ``meta["attempts"][-1]
+        ["checked_at"]``); other samplers run again, longer (same compiled model, seed + 1, + 2
+        ...; 1.5x to 4x). After divergences or a stuck chain the chains start again with twice the
+        warm-up (:mod:`ckmodel.fitting.run_length`). All this while the next step fits in the
+        budget; every run is recorded in ``meta["attempts"]`` and the last one is kept.
+        Under ``options.centered="auto"`` (the default) a model solved as ODEs is sampled
         with whitened random effects built from a pilot run; for a closed form, a first, non-centred
         run that diverges or has an E-BFMI below 0.3 ends at its first check, and the fit samples
         again with whitened random effects built from it (:mod:`ckmodel.population.whitening`;

@@ -21,8 +21,8 @@ import numpy as np
 from ckmodel.fitting.convergence import BFMI_MIN, ESS_MIN, RHAT_MAX, check_convergence
 from ckmodel.fitting.samplers import Sampler
 
-__all__ = ["run_until", "next_run_length", "strip_unconstrained", "geometry_failed",
-           "UNTIL_CONVERGED", "MAX_GROWTH"]
+__all__ = ["run_until", "next_run_length", "next_checkpoint", "strip_unconstrained",
+           "geometry_failed", "UNTIL_CONVERGED", "MAX_GROWTH"]
 
 log = logging.getLogger("ckmodel.fitting.run")
 
@@ -39,6 +39,18 @@ def strip_unconstrained(idata: Any) -> Any:
     return idata
 
 
+def _growth(verdict: dict[str, Any], margin: float, least: float) -> float:
+    """Factor by which the draws should grow for the checks to pass (``least`` to 4)."""
+    ess = verdict.get("min_ess_bulk")
+    rhat = verdict.get("max_rhat")
+    factors = [least]
+    if ess is not None and np.isfinite(ess) and ess > 0:
+        factors.append(margin * ESS_MIN / ess)
+    if rhat is not None and np.isfinite(rhat):
+        factors.append((rhat - 1.0) / (RHAT_MAX - 1.0))
+    return min(max(factors), 4.0)
+
+
 def next_run_length(verdict: dict[str, Any], draws: int, tune: int) -> tuple[int, int]:
     """Draws and warm-up of the next run after a failed convergence check.
 
@@ -48,18 +60,23 @@ def next_run_length(verdict: dict[str, Any], draws: int, tune: int) -> tuple[int
     up to 50. Warm-up doubles when the adaptation itself looks at fault (divergences, a
     lagging chain, R-hat above 1.05) and is kept otherwise.
     """
-    ess = verdict.get("min_ess_bulk")
     rhat = verdict.get("max_rhat")
-    factors = [1.5]
-    if ess is not None and np.isfinite(ess) and ess > 0:
-        factors.append(1.25 * ESS_MIN / ess)
-    if rhat is not None and np.isfinite(rhat):
-        factors.append((rhat - 1.0) / (RHAT_MAX - 1.0))
-    factor = min(max(factors), 4.0)
-    new_draws = int(np.ceil(draws * factor / 50.0) * 50)
+    new_draws = int(np.ceil(draws * _growth(verdict, 1.25, 1.5) / 50.0) * 50)
     troubled = (verdict.get("divergences", 0) or verdict.get("lagging_chains")
                 or (rhat is not None and not rhat <= 1.05))
     return new_draws, (2 * tune if troubled else tune)
+
+
+def next_checkpoint(verdict: dict[str, Any], draws: int) -> int:
+    """Draws per chain at which a streamed run is checked next, after failing at ``draws``.
+
+    The factor of :func:`next_run_length` with a 10 % margin on the ESS shortfall and at
+    least 1.2x, rounded up to 50: in a stream, falling short costs one more read of the
+    draws, not a new warm-up, so the checkpoint follows the shortfall closely and the run
+    stops nearer the draws it needs. The checkpoints depend on the draws only, never on
+    timing.
+    """
+    return int(np.ceil(draws * _growth(verdict, 1.1, 1.2) / 50.0) * 50)
 
 
 #: A streamed run is planned for at most this many times the requested draws.
@@ -156,7 +173,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
 
     The run is planned for ``cap`` draws (default ``MAX_GROWTH x draws``); the checks are
     made on the first ``n = draws`` draws of every chain, then at the ``n`` that
-    :func:`next_run_length` asks for, and so on. The first ``n`` draws of a chain do not
+    :func:`next_checkpoint` asks for, and so on. The first ``n`` draws of a chain do not
     depend on when they were read, so the kept posterior is the same on any machine, unless
     the time budget (``deadline``, a ``time.perf_counter()`` value) ends the run first; the
     requested ``draws`` are always waited for. Divergences or a stuck chain end it too: more
@@ -201,7 +218,7 @@ def _stream(run: Sampler, *, draws: int, tune: int, seed: int, deadline: float,
             if verdict["ok"] or _troubled(verdict) or not _more_draws_help(verdict) \
                     or n >= cap or (stop_on_geometry and geometry_failed(verdict)):
                 break
-            nxt = min(next_run_length(verdict, n, tune)[0], cap)
+            nxt = min(next_checkpoint(verdict, n), cap)
             elapsed = time.perf_counter() - t0
             rate = elapsed / (tune + n)               # seconds per iteration, warm-up included
             if time.perf_counter() + rate * (nxt - n) * 1.1 > deadline:

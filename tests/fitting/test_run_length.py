@@ -69,6 +69,18 @@ def test_next_run_length_follows_the_shortfall():
                                        "divergences": 0}, 500, 500) == (2000, 1000)
 
 
+def test_a_stream_checks_again_nearer_the_shortfall():
+    # ESS 262 of 400: 1.1 x 400 / 262 = 1.68x -> 840 -> 850 (a new run: 1.25x -> 1,000)
+    v = {"min_ess_bulk": 262.0, "max_rhat": 1.008, "divergences": 0}
+    assert run_module.next_checkpoint(v, 500) == 850
+    assert run_module.next_run_length(v, 500, 500) == (1000, 500)
+    # a near miss grows by 1.2x (a new run: 1.5x); R-hat 1.03 still asks for 3x
+    assert run_module.next_checkpoint({"min_ess_bulk": 399.0, "max_rhat": 1.0}, 500) == 600
+    assert run_module.next_checkpoint({"min_ess_bulk": 390.0, "max_rhat": 1.03}, 500) == 1500
+    # and never more than 4x
+    assert run_module.next_checkpoint({"min_ess_bulk": 5.0, "max_rhat": 1.5}, 500) == 2000
+
+
 def test_run_until_stops_at_the_budget_and_keeps_the_last_run():
     sampler = _Chains(good_at=10**9)
     idata, attempts = run_module.run_until(sampler, draws=100, tune=50, seed=1, budget=1e-9)
