@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Text", "Table", "FigureBlock", "Section", "Report", "Block", "as_blocks"]
+__all__ = ["Text", "Table", "FigureBlock", "Equation", "Section", "Report", "Block",
+           "as_blocks", "is_safe_mathml"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class FigureBlock:
     width : int or None
         Display width in CSS pixels (default: the image's own width, at most the page's).
     inline : bool
-        An equation drawn in the text's flow rather than a numbered figure.
+        Drawn in the text's flow rather than as a numbered figure.
     """
 
     name: str
@@ -122,7 +123,68 @@ class FigureBlock:
         return ".svg" if self.mime == "image/svg+xml" else ".png"
 
 
-Block = Text | Table | FigureBlock
+@dataclass(frozen=True)
+class Equation:
+    """An equation of the model, as TeX and as MathML (text, not an image).
+
+    Attributes
+    ----------
+    name : str
+        Identifier, unique within the report (``eq-3``); the HTML id.
+    tex : str
+        The equation in TeX (what the Markdown report writes in its ``math`` block).
+    mathml : str
+        The same as one MathML ``<math>`` element (what the HTML report writes; browsers
+        typeset it natively, offline).
+    """
+
+    name: str
+    tex: str
+    mathml: str
+
+    def __post_init__(self) -> None:
+        if not is_safe_mathml(self.mathml):
+            raise ValueError(f"equation {self.name}: not one well-formed MathML <math> element "
+                             "of MathML elements without links or event handlers")
+
+
+_MATHML_NS = "{http://www.w3.org/1998/Math/MathML}"
+#: Presentation MathML elements an equation may use. Not ``annotation-xml``, nor anything
+#: else: inside ``<mi>``, ``<mo>`` or ``<mtext>`` an HTML parser reads HTML again, so an
+#: element outside this list (``<script>``) would be HTML there.
+_MATHML_ELEMENTS = frozenset(
+    "math mrow mi mn mo ms mtext mspace mfrac msqrt mroot mstyle merror mpadded mphantom "
+    "mfenced menclose msub msup msubsup munder mover munderover mmultiscripts mprescripts "
+    "none mtable mtr mtd".split())
+
+
+def is_safe_mathml(text: str) -> bool:
+    """Whether ``text`` is one well-formed ``<math>`` element that can go into HTML as is.
+
+    Every element must be a presentation MathML element in the MathML namespace, and no
+    attribute may be an event handler (``on...``), a link (``href``, ``src``) or a style; so
+    an equation block cannot carry script, links or markup into the report.
+    """
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return False
+    if root.tag != f"{_MATHML_NS}math":
+        return False
+    for el in root.iter():
+        tag = str(el.tag)
+        if not tag.startswith(_MATHML_NS) or tag[len(_MATHML_NS):] not in _MATHML_ELEMENTS:
+            return False
+        for attr in el.attrib:
+            local = attr.rsplit("}", 1)[-1].lower()
+            if local.startswith("on") or local in ("href", "src", "style"):
+                return False
+    return True
+
+
+Block = Text | Table | FigureBlock | Equation
 
 
 @dataclass(frozen=True)
@@ -145,7 +207,7 @@ class Section:
 
     @property
     def figures(self) -> list[FigureBlock]:
-        """The section's figures (equations included)."""
+        """The section's figures."""
         return [b for b in self.blocks if isinstance(b, FigureBlock)]
 
 
@@ -205,7 +267,7 @@ def as_blocks(content: Any, *, name: str) -> tuple[Block, ...]:
     items = list(content) if isinstance(content, list | tuple) else [content]
     out: list[Block] = []
     for k, item in enumerate(items):
-        if isinstance(item, Text | Table | FigureBlock):
+        if isinstance(item, Text | Table | FigureBlock | Equation):
             out.append(item)
         elif isinstance(item, str):
             out.append(Text(item))

@@ -1,10 +1,9 @@
-"""Figures and equations as deterministic image bytes for the report.
+"""Figures as deterministic image bytes for the report, and the model's equations as MathML.
 
-Matplotlib figures become PNG (no ``Software`` metadata) and typeset equations SVG (fixed
-``svg.hashsalt``, no ``Date`` or ``Creator``), so the same fit and seed give the same bytes.
-Equations come from :meth:`ModelSpec.to_latex <ckmodel.spec.ModelSpec.to_latex>` and are drawn
-by matplotlib's own mathtext: no TeX installation and no network (no MathJax) are needed to
-write or to read the report.
+Matplotlib figures become PNG (no ``Software`` metadata), so the same fit and seed give the
+same bytes. Equations come from :meth:`ModelSpec.to_latex <ckmodel.spec.ModelSpec.to_latex>`
+and are converted to MathML by ``latex2mathml`` (pure Python, no TeX installation), which
+browsers typeset natively: no network (no MathJax) is needed to write or to read the report.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ckmodel.report.document import FigureBlock
+from ckmodel.report.document import Equation, FigureBlock
 from ckmodel.report.drawing import active_renderer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,35 +112,28 @@ def equation_rows(spec: ModelSpec) -> list[tuple[str, str]]:
     return rows
 
 
-def _svg_equation(tex: str, fontsize: float) -> bytes:
-    from matplotlib.figure import Figure
+def equation_blocks(spec: ModelSpec) -> list[tuple[str, Equation]]:
+    """Each equation of ``spec`` as TeX and MathML, with its group (see :func:`equation_rows`).
 
-    fig = Figure(figsize=(0.1, 0.1))
-    fig.text(0.0, 0.0, f"${tex}$", fontsize=fontsize)
-    buf = io.BytesIO()
-    with deterministic_rc():
-        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.04,
-                    transparent=True, metadata={"Date": None, "Creator": None})
-    return buf.getvalue()
-
-
-def equation_blocks(spec: ModelSpec, *, fontsize: float = 13.0) -> list[tuple[str, FigureBlock]]:
-    """Each equation of ``spec`` as an SVG block, with its group (see :func:`equation_rows`).
-
-    An equation mathtext cannot typeset is skipped here; the report also prints every
-    equation as the model file writes it, so nothing is lost.
+    MathML is typeset by the browser itself (offline, selectable, sharp at any zoom) and
+    costs nothing to draw. An equation that does not convert is skipped here; the report
+    also prints every equation as the model file writes it, so nothing is lost.
 
     Returns
     -------
-    list of (str, FigureBlock)
-        Group and block; blocks are named ``eq-<k>`` and marked ``inline``.
+    list of (str, Equation)
+        Group and block; blocks are named ``eq-<k>``.
     """
+    from latex2mathml.converter import convert
+
     out = []
     for k, (group, tex) in enumerate(equation_rows(spec), start=1):
         try:
-            data = _svg_equation(tex, fontsize)
-        except ValueError:  # a construct mathtext does not know
+            # inline in a block of its own (a centred display block would not line up
+            # with the text), typeset as a display equation: full-size fractions
+            mathml = convert(tex, display="inline").replace(
+                'display="inline"', 'display="inline" displaystyle="true"', 1)
+            out.append((group, Equation(name=f"eq-{k}", tex=tex, mathml=mathml)))
+        except Exception:  # noqa: BLE001 - the converter raises many types on what it lacks
             continue
-        out.append((group, FigureBlock(name=f"eq-{k}", data=data, mime="image/svg+xml",
-                                       caption="", alt=tex, inline=True)))
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 
-from ckmodel.report.document import FigureBlock, Report, Section, Table, Text
+from ckmodel.report.document import Equation, FigureBlock, Report, Section, Table, Text
 
 __all__ = ["to_html", "CSS"]
 
@@ -30,7 +30,8 @@ caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0;color:#3
 figure{margin:1em 0 2em}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444;margin-top:.3em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.82em;border-radius:4px}
-.eq{display:block;margin:.3em 0 .3em 1.5em}
+.eq{margin:.4em 0 .4em 1.5em;overflow-x:auto}.eq math{font-size:1.1em}
+img.inline{display:block;margin:.3em 0 .3em 1.5em}
 .notice{padding:.7em 1em;border-radius:4px;margin:.8em 0;border-left:6px solid}
 .ok{background:#e8f5ee;border-color:#009E73}.alert{background:#fdecea;border-color:#D55E00;
 font-weight:600}.note{background:#f4f4f4;border-color:#999;font-size:.92em}
@@ -65,10 +66,16 @@ def _uri(f: FigureBlock) -> str:
     return f"data:{f.mime};base64,{base64.b64encode(f.data).decode('ascii')}"
 
 
+def _equation(e: Equation) -> str:
+    # the MathML was checked when the block was made (Equation: one <math> element, MathML
+    # elements only, no links, handlers or styles)
+    return f'<div class="eq" id="{_esc(e.name)}">{e.mathml}</div>'
+
+
 def _figure(f: FigureBlock, number: int) -> str:
     alt = _esc(f.alt or f.caption or f.name)
     if f.inline:
-        return f'<img class="eq" id="fig-{_esc(f.name)}" src="{_uri(f)}" alt="{alt}">'
+        return f'<img class="inline" id="fig-{_esc(f.name)}" src="{_uri(f)}" alt="{alt}">'
     width = f' width="{f.width}"' if f.width else ""
     return (f'<figure id="fig-{_esc(f.name)}"><img src="{_uri(f)}" alt="{alt}"{width}>'
             f"<figcaption>Figure {number}. {_esc(f.caption)}</figcaption></figure>")
@@ -81,6 +88,8 @@ def _section(s: Section, k: int, counter: list[int]) -> str:
             parts.append(_text(b))
         elif isinstance(b, Table):
             parts.append(_table(b))
+        elif isinstance(b, Equation):
+            parts.append(_equation(b))
         else:
             if not b.inline:
                 counter[0] += 1

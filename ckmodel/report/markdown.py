@@ -1,14 +1,14 @@
 """Write a :class:`~ckmodel.report.document.Report` as Markdown with its figures beside it.
 
-The Markdown file links its figures from a folder ``<stem>_files/`` next to it (PNG figures,
-SVG equations), which is what GitHub, GitLab and most viewers render; the equations are also
-written as LaTeX in a ``math`` block, for viewers that typeset it. Tables are GitHub
-pipe tables, with ``|`` in cells escaped.
+The Markdown file links its figures from a folder ``<stem>_files/`` next to it (PNG), which
+is what GitHub, GitLab and most viewers render; the equations are written as LaTeX in a
+``math`` block, which GitHub, GitLab and Jupyter typeset. Tables are GitHub pipe tables, with
+``|`` in cells escaped.
 """
 
 from __future__ import annotations
 
-from ckmodel.report.document import FigureBlock, Report, Table, Text
+from ckmodel.report.document import Equation, FigureBlock, Report, Table, Text
 
 __all__ = ["to_markdown", "figure_folder"]
 
@@ -73,8 +73,9 @@ def to_markdown(report: Report, folder: str) -> str:
                 lines += _text(b)
             elif isinstance(b, Table):
                 lines += _table(b)
+            elif isinstance(b, Equation):
+                equations.append(b.tex)
             elif isinstance(b, FigureBlock) and b.inline:
-                equations.append(b.alt)
                 lines += [f"![{b.alt}]({folder}/{b.name}{b.suffix})", ""]
             else:
                 number += 1

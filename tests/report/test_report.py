@@ -5,16 +5,19 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ckmodel.report import build_report, save_report, write_report
-from ckmodel.report.document import FigureBlock, Table, Text
+from ckmodel.report.document import Equation, FigureBlock, Table, Text, is_safe_mathml
+from ckmodel.report.figures import equation_rows
 from ckmodel.report.html import to_html
 from ckmodel.report.sections import verdict_section
 
+MATHML = "{http://www.w3.org/1998/Math/MathML}"
 N_SIM = 20  # the smallest replicate count the report accepts: structure, not band accuracy
 
 SECTIONS = ["verdict", "data", "nca", "model", "estimates", "priors", "sampler", "gof", "vpc",
@@ -64,8 +67,14 @@ def test_estimates_and_model_carry_units_and_every_parameter(report, small_fit):
     assert {"unit", "median", "2.5%", "97.5%", "R-hat", "CV %"} <= set(est.columns)
     shrink = report.section("estimates").blocks[1].frame
     assert shrink["shrinkage %"].between(-100, 100).all()
-    eqs = [f for f in report.section("model").figures if f.inline]
-    assert eqs and all(f.mime == "image/svg+xml" for f in eqs)
+    eqs = [b for b in report.section("model").blocks if isinstance(b, Equation)]
+    assert len(eqs) == len(equation_rows(small_fit.spec))   # every equation converted
+    for e in eqs:
+        root = ET.fromstring(e.mathml)
+        assert is_safe_mathml(e.mathml) and root.get("displaystyle") == "true"
+        assert "=" in [m.text for m in root.iter(f"{MATHML}mo")]
+        if e.tex.startswith("\\frac{d"):   # an ODE: dX/dt typeset as a fraction
+            assert root.find(f".//{MATHML}mfrac") is not None
     nca = [b for b in report.section("nca").blocks if isinstance(b, Table)]
     assert nca and "DOSE" in nca[0].frame.columns  # stratified by the varying dose
     assert any("(copies/ug gDNA)" in c for c in nca[0].frame.columns)
@@ -158,3 +167,30 @@ def test_outcomes_extra_sections_and_pooled_strata(small_fit):
     nca = next(b for b in rep.section("nca").blocks if isinstance(b, Table)).frame
     assert "DOSE" not in nca.columns  # pooled
     assert rep.section("extra-1").title == "Team notes"
+
+
+@pytest.mark.parametrize("hostile", [
+    '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi>a</mi><script>alert(1)</script></math>',
+    '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi onclick="alert(1)">a</mi></math>',
+    '<math xmlns="http://www.w3.org/1998/Math/MathML"><mtext><b>a</b></mtext></math>',
+    '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi href="http://x">a</mi></math>',
+    '<math><mi>a</mi></math>',                      # not in the MathML namespace
+    '<math xmlns="http://www.w3.org/1998/Math/MathML"><mi>a</mi>',   # not well-formed
+    '<div>a</div>',
+])
+def test_an_equation_block_refuses_anything_but_plain_mathml(hostile):
+    assert not is_safe_mathml(hostile)
+    with pytest.raises(ValueError, match="eq-1: not one well-formed MathML"):
+        Equation(name="eq-1", tex="a", mathml=hostile)
+
+
+def test_html_writes_the_equations_as_mathml_and_markdown_as_a_math_block(report, tmp_path):
+    eqs = [b for b in report.section("model").blocks if isinstance(b, Equation)]
+    html = to_html(report)
+    assert html.count("<math ") == len(eqs) and all(e.mathml in html for e in eqs)
+    path = tmp_path / "rep.md"
+    save_report(report, path)
+    text = path.read_text()
+    block = text.split("```math\n", 1)[1].split("```", 1)[0]
+    assert all(e.tex in block for e in eqs)
+    assert not list((tmp_path / "rep_files").glob("eq-*"))   # no equation images

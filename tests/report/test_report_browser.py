@@ -16,12 +16,16 @@ runner = CliRunner()
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
 # Appended to a copy of the report only: the report itself runs no script. After the page has
-# loaded, it writes onto <body> how many images decoded and which did not.
+# loaded, it writes onto <body> how many images decoded and which did not, and how many
+# MathML equations were typeset (laid out with a width).
 PROBE = """<script>window.addEventListener("load", () => {
   const imgs = Array.from(document.images);
   const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.id || i.alt);
   document.body.dataset.images = `${imgs.length - bad.length}/${imgs.length}`;
   document.body.dataset.broken = bad.join("|");
+  const maths = Array.from(document.getElementsByTagName("math"));
+  const laid = maths.filter(m => m.getBoundingClientRect().width > 20);
+  document.body.dataset.math = `${laid.length}/${maths.length}`;
 });</script>"""
 
 
@@ -52,7 +56,7 @@ def test_report_renders_in_chromium_with_every_figure_and_no_console_message(
         html_report, chromium, tmp_path):
     text = html_report.read_text()
     n_img = text.count("<img")
-    assert n_img > 10 and "Small fit" in text
+    assert n_img > 5 and "Small fit" in text   # figures (the equations are MathML)
     plain = _chrome(chromium, tmp_path, "--dump-dom", html_report.as_uri())
     assert plain.returncode == 0, plain.stderr[-2000:]
     console = [ln for ln in plain.stderr.splitlines() if ":CONSOLE" in ln]
@@ -66,6 +70,9 @@ def test_report_renders_in_chromium_with_every_figure_and_no_console_message(
     assert loaded, "the page did not finish loading"
     assert loaded.group(1) == loaded.group(2) == str(n_img), re.search(
         r'data-broken="([^"]*)"', dom).group(1)
+    maths = re.search(r'data-math="(\d+)/(\d+)"', dom)
+    n_math = text.count("<math ")
+    assert n_math > 3 and maths.group(1) == maths.group(2) == str(n_math)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report-screenshot.png"
