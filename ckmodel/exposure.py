@@ -61,15 +61,29 @@ def _with_points(time: np.ndarray, values: np.ndarray, points: Sequence[float]
 
 
 def _time_above(time: np.ndarray, values: np.ndarray, lloq: float) -> np.ndarray:
-    t0, t1 = time[:-1], time[1:]
-    c0, c1 = values[..., :-1], values[..., 1:]
-    up0, up1 = c0 >= lloq, c1 >= lloq
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = (c0 > 0) & (c1 > 0)
-        frac = np.where(logs, np.log(lloq / c0) / np.log(c1 / c0), (lloq - c0) / (c1 - c0))
-    cross = t0 + np.clip(np.nan_to_num(frac), 0.0, 1.0) * (t1 - t0)
-    dt = np.where(up0 & up1, t1 - t0, np.where(up0, cross - t0, np.where(up1, t1 - cross, 0.0)))
-    return dt.sum(axis=-1)
+    """Time at or above ``lloq`` (time unit), over the last axis of ``values``.
+
+    Whole segments above, plus the part of each segment that crosses the LLOQ (log-linear
+    between positive values, else linear). Only the few crossing segments are interpolated,
+    so no grid-sized temporaries of logarithms are made.
+    """
+    dt = np.diff(time)
+    above = values >= lloq
+    total = (above[..., :-1] & above[..., 1:]) @ dt
+    lead, k = np.nonzero(above[..., :-1].reshape(-1, dt.size)
+                         != above[..., 1:].reshape(-1, dt.size))
+    if k.size:
+        flat = values.reshape(-1, time.size)
+        c0, c1 = flat[lead, k], flat[lead, k + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where((c0 > 0) & (c1 > 0), np.log(lloq / c0) / np.log(c1 / c0),
+                            (lloq - c0) / (c1 - c0))
+        frac = np.clip(np.nan_to_num(frac), 0.0, 1.0)
+        part = np.where(c0 >= lloq, frac, 1.0 - frac) * dt[k]
+        total = total.reshape(-1).copy()
+        np.add.at(total, lead, part)
+        total = total.reshape(values.shape[:-1])
+    return total
 
 
 def trajectory_metrics(time: Any, values: Any, *, lloq: float | None = None,
