@@ -83,7 +83,7 @@ def _time_above(time: np.ndarray, values: np.ndarray, lloq: float) -> np.ndarray
         total = total.reshape(-1).copy()
         np.add.at(total, lead, part)
         total = total.reshape(values.shape[:-1])
-    return total
+    return total[()]   # a scalar for one trajectory, as without crossings
 
 
 def trajectory_metrics(time: Any, values: Any, *, lloq: float | None = None,
