@@ -93,7 +93,7 @@ class FigureBlock:
     Attributes
     ----------
     name : str
-        Identifier, unique within the report (``gof``, ``vpc-PB_QPCR``, ``eq-3``); the HTML id
+        Identifier, unique within the report (``gof``, ``vpc-PB_QPCR``); the HTML id
         is ``fig-<name>`` and the Markdown variant writes ``<name>.png`` / ``.svg``.
     data : bytes
         The image (PNG or SVG), deterministic for the same figure.
@@ -105,8 +105,6 @@ class FigureBlock:
         Alternative text (default the caption).
     width : int or None
         Display width in CSS pixels (default: the image's own width, at most the page's).
-    inline : bool
-        Drawn in the text's flow rather than as a numbered figure.
     """
 
     name: str
@@ -115,7 +113,6 @@ class FigureBlock:
     caption: str = ""
     alt: str = ""
     width: int | None = None
-    inline: bool = False
 
     @property
     def suffix(self) -> str:

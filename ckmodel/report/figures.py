@@ -24,8 +24,6 @@ __all__ = ["figure_block", "equation_blocks", "equation_rows", "deterministic_rc
 
 #: Resolution of report figures (dots per inch): sharp on screen, a few hundred kB each.
 DPI = 80
-#: Salt of the SVG element ids (fixed, so SVG bytes repeat).
-SVG_SALT = "ckmodel-report"
 
 
 @contextmanager
@@ -33,8 +31,7 @@ def deterministic_rc() -> Iterator[None]:
     """Matplotlib settings under which figure bytes depend only on the figure."""
     import matplotlib
 
-    with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path",
-                                "path.simplify": True}):
+    with matplotlib.rc_context({"path.simplify": True}):
         yield
 
 

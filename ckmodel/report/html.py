@@ -31,7 +31,6 @@ figure{margin:1em 0 2em}figure img{max-width:100%;height:auto;border:1px solid #
 figcaption{font-size:.9em;color:#444;margin-top:.3em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.82em;border-radius:4px}
 .eq{margin:.4em 0 .4em 1.5em;overflow-x:auto}.eq math{font-size:1.1em}
-img.inline{display:block;margin:.3em 0 .3em 1.5em}
 .notice{padding:.7em 1em;border-radius:4px;margin:.8em 0;border-left:6px solid}
 .ok{background:#e8f5ee;border-color:#009E73}.alert{background:#fdecea;border-color:#D55E00;
 font-weight:600}.note{background:#f4f4f4;border-color:#999;font-size:.92em}
@@ -74,8 +73,6 @@ def _equation(e: Equation) -> str:
 
 def _figure(f: FigureBlock, number: int) -> str:
     alt = _esc(f.alt or f.caption or f.name)
-    if f.inline:
-        return f'<img class="inline" id="fig-{_esc(f.name)}" src="{_uri(f)}" alt="{alt}">'
     width = f' width="{f.width}"' if f.width else ""
     return (f'<figure id="fig-{_esc(f.name)}"><img src="{_uri(f)}" alt="{alt}"{width}>'
             f"<figcaption>Figure {number}. {_esc(f.caption)}</figcaption></figure>")
@@ -91,8 +88,7 @@ def _section(s: Section, k: int, counter: list[int]) -> str:
         elif isinstance(b, Equation):
             parts.append(_equation(b))
         else:
-            if not b.inline:
-                counter[0] += 1
+            counter[0] += 1
             parts.append(_figure(b, counter[0]))
     parts.append("</section>")
     return "\n".join(parts)

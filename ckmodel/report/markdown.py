@@ -8,7 +8,7 @@ is what GitHub, GitLab and most viewers render; the equations are written as LaT
 
 from __future__ import annotations
 
-from ckmodel.report.document import Equation, FigureBlock, Report, Table, Text
+from ckmodel.report.document import Equation, Report, Table, Text
 
 __all__ = ["to_markdown", "figure_folder"]
 
@@ -75,8 +75,6 @@ def to_markdown(report: Report, folder: str) -> str:
                 lines += _table(b)
             elif isinstance(b, Equation):
                 equations.append(b.tex)
-            elif isinstance(b, FigureBlock) and b.inline:
-                lines += [f"![{b.alt}]({folder}/{b.name}{b.suffix})", ""]
             else:
                 number += 1
                 lines += [f"![{b.alt or b.caption}]({folder}/{b.name}{b.suffix})", "",
